@@ -1,0 +1,5 @@
+import sys
+
+from noc.cli import main
+
+sys.exit(main())

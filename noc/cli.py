@@ -1,0 +1,107 @@
+"""The ``noc`` command: one entry point for every process and admin task.
+
+Errors the user can fix are printed as one line (``noc: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from noc.errors import NocError
+from noc.settings import Settings, describe, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    del args, settings
+    for name, doc, default in describe():
+        print(f"{name:<30} default {default!r}\n    {doc}")
+    return 0
+
+
+def _cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.db import connect, redact
+    from storage.migrate import migrate
+
+    with connect(settings.database.url, autocommit=True) as conn:
+        report = migrate(conn, target=args.target)
+    print(f"database: {redact(settings.database.url)}")
+    if report.created_extension:
+        print("created extension timescaledb")
+    for m in report.applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not report.applied:
+        print(f"schema is up to date at version {report.version_after}; nothing to do")
+    else:
+        print(f"schema version {report.version_before} -> {report.version_after}")
+    print(f"edition: {report.server.edition.value}")
+    return 0
+
+
+def _cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    from storage.db import connect, redact
+    from storage.migrate import status
+
+    with connect(settings.database.url, autocommit=True) as conn:
+        st = status(conn)
+    server = st.server
+    tsdb = server.timescaledb_version or "not installed"
+    print(f"database:        {redact(settings.database.url)}")
+    print(f"postgresql:      {server.server_version}")
+    print(f"timescaledb:     {tsdb}")
+    print(f"edition:         {server.edition.value}")
+    print(f"schema version:  {st.current_version} (latest {st.latest_version})")
+    pending = ", ".join(f"{m.version:04d}_{m.name}" for m in st.pending) or "none"
+    print(f"pending:         {pending}")
+    print(f"hypertables:     {', '.join(st.hypertables) or 'none'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each sub-command sets ``handler``."""
+    parser = argparse.ArgumentParser(prog="noc", description="NOC Stream command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="list every NOC_* setting with its default")
+    config.set_defaults(handler=_cmd_config)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    mig = db_sub.add_parser("migrate", help="apply pending schema migrations (idempotent)")
+    mig.add_argument("--target", type=int, default=None, help="stop at this schema version")
+    mig.set_defaults(handler=_cmd_db_migrate)
+    st = db_sub.add_parser("status", help="schema version, TimescaleDB edition, hypertables")
+    st.set_defaults(handler=_cmd_db_status)
+
+    _register_extensions(sub)
+    return parser
+
+
+def _register_extensions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Sub-commands defined next to the components they run."""
+    from noc import commands
+
+    commands.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except NocError as exc:
+        print(f"noc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The one place that reads the environment.
+
+Every setting is a ``NOC_*`` environment variable, declared once below with its type, default
+and meaning. :func:`load_settings` validates all of them eagerly and raises
+:class:`~noc.errors.SettingsError` naming the first bad variable. Nothing else in the project
+reads ``os.environ``; components receive the (frozen) settings objects they need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from noc.errors import SettingsError
+
+T = TypeVar("T")
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+def _env(name: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:
+    """Declare a setting: dataclass field with its env var name, doc and parser as metadata."""
+    return field(default=default, metadata={"env": name, "doc": doc, "parse": parse})
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _postgres_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in {"postgresql", "postgres"} or not (parts.hostname or parts.path):
+        raise ValueError("expected a URL like postgresql://user@127.0.0.1:5432/noc")
+    return raw
+
+
+def _severity(raw: str) -> str:
+    if raw not in SEVERITIES:
+        raise ValueError(f"must be one of {', '.join(SEVERITIES)}")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    upper = raw.upper()
+    if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return upper
+
+
+def _topic_template(raw: str) -> str:
+    if "{device_id}" not in raw:
+        raise ValueError("must contain {device_id}")
+    return raw
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """PostgreSQL / TimescaleDB connection."""
+
+    url: str = _env(
+        "NOC_DATABASE_URL",
+        "postgresql://postgres@127.0.0.1:5432/noc",
+        "PostgreSQL URL of the TimescaleDB database.",
+        _postgres_url,
+    )
+    pool_size: int = _env("NOC_DATABASE_POOL_SIZE", 4, "Connections per process pool.", _positive_int)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Broker connection and topics."""
+
+    host: str = _env("NOC_MQTT_HOST", "127.0.0.1", "MQTT broker host.")
+    port: int = _env("NOC_MQTT_PORT", 1883, "MQTT broker port.", _port)
+    username: str = _env("NOC_MQTT_USERNAME", "", "Broker user name (empty: anonymous).")
+    password: str = _env("NOC_MQTT_PASSWORD", "", "Broker password.")
+    client_id: str = _env(
+        "NOC_MQTT_CLIENT_ID",
+        "noc-ingest",
+        "Fixed client id prefix of the ingest flow's persistent sessions (partition i uses "
+        "PREFIX-i). Changing it abandons the broker-side queue of the old id.",
+    )
+    partitions: int = _env(
+        "NOC_MQTT_PARTITIONS",
+        1,
+        "Number of MQTT consumer partitions (each a persistent session with its own client id, "
+        "sharing the subscriptions through $share/GROUP/).",
+        _positive_int,
+    )
+    keepalive_s: int = _env("NOC_MQTT_KEEPALIVE", 30, "MQTT keepalive in seconds.", _positive_int)
+    commands_topic: str = _env(
+        "NOC_TOPIC_COMMANDS",
+        "device/{device_id}/commands",
+        "Outbound topic template for device commands (QoS 1).",
+        _topic_template,
+    )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Ingest flow batching and registry refresh."""
+
+    batch_max_rows: int = _env(
+        "NOC_BATCH_MAX_ROWS", 2000, "Most messages the source hands over per batch.", _positive_int
+    )
+    batch_max_wait_ms: int = _env(
+        "NOC_BATCH_MAX_WAIT_MS", 20, "Longest wait for a batch to fill, ms.", _positive_int
+    )
+    registry_refresh_s: float = _env(
+        "NOC_REGISTRY_REFRESH_S",
+        2.0,
+        "How often the flow checks whether the registry changed, seconds.",
+        _non_negative_float,
+    )
+    metrics_port: int = _env(
+        "NOC_FLOW_METRICS_PORT", 9464, "Port of the flow's Prometheus /metrics.", _port
+    )
+
+
+@dataclass(frozen=True)
+class GeofenceSettings:
+    """Geofence hysteresis."""
+
+    confirm_fixes: int = _env(
+        "NOC_GEOFENCE_CONFIRM_FIXES",
+        3,
+        "Consecutive confident fixes needed to raise or clear a violation.",
+        _positive_int,
+    )
+    confirm_seconds: float = _env(
+        "NOC_GEOFENCE_CONFIRM_SECONDS",
+        30.0,
+        "Least time a guard must be confidently outside (or back inside), seconds.",
+        _non_negative_float,
+    )
+    violation_severity: str = _env(
+        "NOC_GEOFENCE_SEVERITY", "critical", "Severity of a geofence violation alert.", _severity
+    )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """NOC API and WebSocket."""
+
+    host: str = _env("NOC_API_HOST", "127.0.0.1", "Address the API listens on.")
+    port: int = _env("NOC_API_PORT", 8000, "Port the API listens on.", _port)
+    token_secret: str = _env(
+        "NOC_TOKEN_SECRET",
+        "dev-insecure-change-me",
+        "Secret that signs bearer tokens. Set a long random value in production.",
+    )
+    ws_path: str = _env("NOC_WS_PATH", "/ws", "WebSocket path.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings, grouped."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    geofence: GeofenceSettings = field(default_factory=GeofenceSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    log_level: str = _env("NOC_LOG_LEVEL", "INFO", "Log level.", _log_level)
+
+
+_GROUPS: tuple[tuple[str, type[Any]], ...] = (
+    ("database", DatabaseSettings),
+    ("mqtt", MqttSettings),
+    ("ingest", IngestSettings),
+    ("geofence", GeofenceSettings),
+    ("api", ApiSettings),
+)
+
+
+def _parse_group(cls: type[T], environ: Mapping[str, str]) -> T:
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        name = f.metadata.get("env")
+        if name is None or name not in environ:
+            continue
+        raw = environ[name]
+        parse: Callable[[str], Any] = f.metadata["parse"] or str
+        try:
+            values[f.name] = parse(raw)
+        except ValueError as exc:
+            reason = str(exc)
+            if reason.startswith(("invalid literal", "could not convert")):
+                reason = "must be a number"
+            raise SettingsError(f"{name}={raw!r}: {reason}") from None
+    return cls(**values)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every ``NOC_*`` variable; raise SettingsError naming the bad one."""
+    env = os.environ if environ is None else environ
+    known = {name for name, _doc, _default in describe()}
+    for name in env:
+        if name.startswith("NOC_") and name not in known:
+            raise SettingsError(f"{name}: unknown setting (see `noc config`)")
+    groups = {attr: _parse_group(cls, env) for attr, cls in _GROUPS}
+    top = _parse_group(_TopLevel, env)
+    return Settings(**groups, log_level=top.log_level)
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    log_level: str = _env("NOC_LOG_LEVEL", "INFO", "Log level.", _log_level)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """Every setting as (variable, doc, default) for `noc config` and the docs."""
+    rows: list[tuple[str, str, str]] = []
+    for _attr, cls in (*_GROUPS, ("", _TopLevel)):
+        for f in fields(cls):
+            if "env" in f.metadata:
+                rows.append((f.metadata["env"], f.metadata["doc"], str(f.default)))
+    return rows
