@@ -92,7 +92,9 @@ class DatabaseSettings:
         "PostgreSQL URL of the TimescaleDB database.",
         _postgres_url,
     )
-    pool_size: int = _env("NOC_DATABASE_POOL_SIZE", 4, "Connections per process pool.", _positive_int)
+    pool_size: int = _env(
+        "NOC_DATABASE_POOL_SIZE", 4, "Connections per process pool.", _positive_int
+    )
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ class _TopLevel:
 def describe() -> list[tuple[str, str, str]]:
     """Every setting as (variable, doc, default) for `noc config` and the docs."""
     rows: list[tuple[str, str, str]] = []
-    for _attr, cls in (*_GROUPS, ("", _TopLevel)):
+    groups: tuple[tuple[str, type[Any]], ...] = (*_GROUPS, ("", _TopLevel))
+    for _attr, cls in groups:
         for f in fields(cls):
             if "env" in f.metadata:
                 rows.append((f.metadata["env"], f.metadata["doc"], str(f.default)))

@@ -9,7 +9,9 @@ import psycopg
 from storage.errors import DatabaseUnavailable
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "noc") -> psycopg.Connection:
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "noc"
+) -> psycopg.Connection:
     """Open a connection; raise DatabaseUnavailable (one line, URL without password) on failure."""
     try:
         return psycopg.connect(

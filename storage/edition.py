@@ -41,5 +41,5 @@ def detect(conn: psycopg.Connection) -> ServerInfo:
 
 
 def _scalar(conn: psycopg.Connection, query: str) -> object:
-    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query).fetchone()
     return None if row is None else row[0]

@@ -122,7 +122,8 @@ def _check_known(done: dict[int, str]) -> None:
     for version, checksum in done.items():
         if version not in shipped:
             raise MigrationError(
-                f"database has schema version {version}, newer than this code knows; upgrade the code"
+                f"database has schema version {version}, newer than this code knows; "
+                "upgrade the code"
             )
         if shipped[version].checksum != checksum:
             raise MigrationError(

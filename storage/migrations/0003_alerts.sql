@@ -50,3 +50,10 @@ BEGIN
 END $$;
 CREATE TRIGGER alert_history_append_only BEFORE UPDATE OR DELETE ON alert_history
     FOR EACH ROW EXECUTE FUNCTION noc_reject_history_change();
+
+-- 1 = most severe. Used to keep the highest severity when repeats are folded into an alert.
+CREATE OR REPLACE FUNCTION noc_severity_rank(severity text) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE severity WHEN 'critical' THEN 1 WHEN 'high' THEN 2 WHEN 'medium' THEN 3
+                         WHEN 'low' THEN 4 ELSE 5 END
+$$;

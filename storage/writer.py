@@ -1,0 +1,191 @@
+"""The batch writer: one transaction per batch, idempotent, with the alerts it causes.
+
+``write(batch)`` stores every item of the batch (data rows and dead letters) with
+``COPY`` into per-connection staging tables followed by ``INSERT ... SELECT ... ON CONFLICT DO
+NOTHING``, then folds the alert candidates of the items that were *new* into the open alerts,
+all in one transaction. A redelivered message therefore neither stores a second row nor bumps
+an alert twice. Driver errors are raised as :class:`~storage.errors.DatabaseUnavailable`
+(retry later) or :class:`~storage.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from operators.records import AlertCandidate, DeadLetter, DeviceCommand, Enriched
+from storage.db import connect
+from storage.errors import DatabaseUnavailable, StorageError
+from storage.rows import TABLES, FoldedAlert, fold_alerts, rows_by_table, source_key
+
+log = logging.getLogger(__name__)
+
+Item = Enriched | DeadLetter
+
+
+@dataclass(frozen=True)
+class OpenedAlert:
+    """An alert row touched by a batch: newly opened or folded into an open one."""
+
+    alert_id: int
+    tenant_id: int
+    source_id: str
+    alert_type: str
+    severity: str
+    count: int
+    opened: bool
+
+
+@dataclass
+class WriteResult:
+    """What one committed batch did."""
+
+    inserted: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    alerts: list[OpenedAlert] = field(default_factory=list)
+    commands: list[DeviceCommand] = field(default_factory=list)
+
+
+_ALERT_UPSERT = """
+INSERT INTO alerts (tenant_id, source_id, alert_type, severity, message, site_id, guard_id,
+                    device_id, lat, lon, count, first_seen, last_seen, details)
+SELECT * FROM unnest(%s::integer[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::integer[], %s::integer[], %s::text[], %s::float8[], %s::float8[],
+                     %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::jsonb[])
+ON CONFLICT (tenant_id, source_id, alert_type) WHERE status IN ('new', 'acknowledged')
+DO UPDATE SET
+    count = alerts.count + EXCLUDED.count,
+    last_seen = GREATEST(alerts.last_seen, EXCLUDED.last_seen),
+    first_seen = LEAST(alerts.first_seen, EXCLUDED.first_seen),
+    severity = CASE WHEN noc_severity_rank(EXCLUDED.severity) < noc_severity_rank(alerts.severity)
+                    THEN EXCLUDED.severity ELSE alerts.severity END,
+    message = CASE WHEN EXCLUDED.last_seen >= alerts.last_seen
+                   THEN EXCLUDED.message ELSE alerts.message END,
+    lat = COALESCE(EXCLUDED.lat, alerts.lat),
+    lon = COALESCE(EXCLUDED.lon, alerts.lon),
+    details = alerts.details || EXCLUDED.details
+RETURNING alert_id, tenant_id, source_id, alert_type, severity, count, (xmax = 0) AS opened
+"""
+
+_HISTORY_OPENED = """
+INSERT INTO alert_history (ts, tenant_id, alert_id, action, actor, from_status, to_status, note)
+SELECT now(), t, a, 'opened', 'system', NULL, 'new', '' FROM unnest(%s::integer[], %s::bigint[])
+    AS u(t, a)
+"""
+
+
+class BatchWriter:
+    """Writes batches through one connection it owns. Not thread-safe."""
+
+    def __init__(self, url: str, application_name: str = "noc-writer") -> None:
+        self._url = url
+        self._application_name = application_name
+        self._conn: psycopg.Connection | None = None
+
+    def write(self, batch: Sequence[Item]) -> WriteResult:
+        """Store the batch in one transaction; idempotent; raises on failure (nothing stored)."""
+        if not batch:
+            return WriteResult()
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                return self._write(conn, batch)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(f"batch write failed: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            self.close()
+            raise StorageError(f"batch write failed: {_first_line(exc)}") from exc
+
+    def _write(self, conn: psycopg.Connection, batch: Sequence[Item]) -> WriteResult:
+        result = WriteResult()
+        new_keys: set[tuple[str, str, str]] = set()
+        with conn.cursor() as cur:
+            for table, rows in rows_by_table(batch).items():
+                spec = TABLES[table]
+                stage = sql.Identifier(f"stage_{table}")
+                cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}"
+                        " ON CONFLICT DO NOTHING RETURNING {src}::text, msg_id"
+                    ).format(
+                        table=sql.Identifier(table),
+                        cols=cols,
+                        stage=stage,
+                        src=sql.Identifier(spec.source_column),
+                    )
+                )
+                inserted = cur.fetchall()
+                new_keys.update((table, str(src), str(mid)) for src, mid in inserted)
+                result.inserted[table] = len(inserted)
+                result.duplicates += len(rows) - len(inserted)
+            candidates: list[AlertCandidate] = []
+            for item in batch:
+                if (
+                    isinstance(item, Enriched)
+                    and (item.alerts or item.commands)
+                    and source_key(item) in new_keys
+                ):
+                    candidates.extend(item.alerts)
+                    result.commands.extend(item.commands)
+            if candidates:
+                result.alerts = self._upsert_alerts(cur, fold_alerts(candidates))
+        return result
+
+    def _upsert_alerts(
+        self, cur: psycopg.Cursor[Any], folded: list[FoldedAlert]
+    ) -> list[OpenedAlert]:
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for f in folded:
+            values = (
+                f.tenant_id, f.source_id, f.alert_type, f.severity, f.message, f.site_id,
+                f.guard_id, f.device_id, f.lat, f.lon, f.count, f.first_seen, f.last_seen,
+                Jsonb(f.details),
+            )  # fmt: skip
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        cur.execute(_ALERT_UPSERT, columns)
+        touched = [OpenedAlert(*row) for row in cur.fetchall()]
+        opened = [a for a in touched if a.opened]
+        if opened:
+            cur.execute(
+                _HISTORY_OPENED, ([a.tenant_id for a in opened], [a.alert_id for a in opened])
+            )
+        return touched
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self._url, autocommit=True, application_name=self._application_name)
+            with conn.transaction():
+                for table in TABLES:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)"
+                            " ON COMMIT DELETE ROWS"
+                        ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(table))
+                    )
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the next write reconnects."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
