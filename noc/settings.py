@@ -47,6 +47,13 @@ def _port(raw: str) -> int:
     return value
 
 
+def _port_or_zero(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value < 65536:
+        raise ValueError("must be a TCP port (1-65535), or 0 to disable")
+    return value
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -135,7 +142,7 @@ class IngestSettings:
         "NOC_BATCH_MAX_ROWS", 2000, "Most messages the source hands over per batch.", _positive_int
     )
     batch_max_wait_ms: int = _env(
-        "NOC_BATCH_MAX_WAIT_MS", 20, "Longest wait for a batch to fill, ms.", _positive_int
+        "NOC_BATCH_MAX_WAIT_MS", 5, "Poll interval of an idle MQTT source, ms.", _positive_int
     )
     registry_refresh_s: float = _env(
         "NOC_REGISTRY_REFRESH_S",
@@ -144,7 +151,10 @@ class IngestSettings:
         _non_negative_float,
     )
     metrics_port: int = _env(
-        "NOC_FLOW_METRICS_PORT", 9464, "Port of the flow's Prometheus /metrics.", _port
+        "NOC_FLOW_METRICS_PORT",
+        9464,
+        "Port of the flow's Prometheus /metrics on 127.0.0.1 (0 disables it).",
+        _port_or_zero,
     )
 
 

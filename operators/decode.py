@@ -40,6 +40,7 @@ REASONS = (
     "invalid_timestamp",
     "unknown_device",
     "tenant_mismatch",
+    "storage_rejected",
 )
 
 _ID_MAX = 128

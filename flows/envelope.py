@@ -1,0 +1,37 @@
+"""The item that travels through the ingest flow: one per MQTT message, from source to sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flows.acks import AckToken
+from operators.records import DeadLetter, Enriched, Record
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A message as the broker delivered it."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    token: AckToken | None
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message on its way to storage. ``item`` starts as the decoded record and becomes the
+    enriched record (or a dead letter); the token is committed after the batch is stored."""
+
+    topic: str
+    payload: bytes
+    token: AckToken | None
+    item: Record | Enriched
+
+    @property
+    def stored_item(self) -> Enriched | DeadLetter:
+        """What the sink writes (enrichment has run: data records are Enriched)."""
+        if isinstance(self.item, Enriched | DeadLetter):
+            return self.item
+        raise TypeError(f"not enriched: {type(self.item).__name__}")
