@@ -153,6 +153,12 @@ def _dead(
 def _decode(topic: str, payload: bytes, received_at: datetime) -> Record:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise _Reject("too_large", f"payload is {len(payload)} bytes; limit {MAX_PAYLOAD_BYTES}")
+    try:
+        payload.decode("utf-8")  # msgspec does not check strings of fields it skips
+    except UnicodeDecodeError as uerr:
+        raise _Reject(
+            "invalid_utf8", f"payload is not UTF-8 ({uerr.reason} at byte {uerr.start})"
+        ) from None
     parts = topic.split("/")
     family = parts[0] if parts else ""
     if family == "device" and len(parts) == 3 and parts[2] == "telemetry":

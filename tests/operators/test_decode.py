@@ -143,3 +143,10 @@ def test_decoder_never_raises_on_arbitrary_json(topic: str, body: object) -> Non
     else:
         assert record.ts.tzinfo is not None
         assert record.received_at == NOW
+
+
+def test_invalid_utf8_inside_an_ignored_field_is_rejected() -> None:
+    payload = b'{"battery": 50, "note": "\xff\xfe"}'
+    record = decode("device/d/telemetry", payload, NOW)
+    assert isinstance(record, DeadLetter)
+    assert record.reason == "invalid_utf8"
