@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import psycopg
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_COMMUNITY_ADMIN_URL = "postgresql://postgres@127.0.0.1:5499/postgres"
+PG_COMMUNITY_URL = "postgresql://postgres:postgres@127.0.0.1:5499/postgres?sslmode=disable"
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 
