@@ -47,3 +47,21 @@ def scratch_database(admin_url: str = PG_ADMIN_URL, prefix: str = "noc_test") ->
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def community_schema(prefix: str = "noc_test") -> Iterator[str]:
+    """A fresh schema on the community-edition test server (PGlite + TimescaleDB).
+
+    That server has one database and serves one connection at a time, so tests isolate by
+    schema: the yielded URL sets ``search_path`` to the new schema.
+    """
+    require_port("127.0.0.1", 5499, "the community-edition TimescaleDB test server")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_COMMUNITY_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield f"{PG_COMMUNITY_URL}&options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(PG_COMMUNITY_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
