@@ -61,6 +61,25 @@ def _cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from noc.demo import run_demo
+
+    return run_demo(settings, rate=args.rate, duration=args.duration, inbox_port=args.inbox_port)
+
+
+def _cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from noc.inbox import make_server
+
+    server = make_server("127.0.0.1", args.port)
+    print(f"inbox listening on http://127.0.0.1:{args.port}/", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each sub-command sets ``handler``."""
     parser = argparse.ArgumentParser(prog="noc", description="NOC Stream command line.")
@@ -76,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(handler=_cmd_db_migrate)
     st = db_sub.add_parser("status", help="schema version, TimescaleDB edition, hypertables")
     st.set_defaults(handler=_cmd_db_status)
+
+    demo = sub.add_parser("demo", help="run flow, API, notifier and simulator together")
+    demo.add_argument("--rate", type=float, default=100.0, help="simulated messages/s (100)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--inbox-port", type=int, default=8025, help="notification inbox port")
+    demo.set_defaults(handler=_cmd_demo)
+    inbox = sub.add_parser("inbox", help="loopback inbox that prints demo notifications")
+    inbox.add_argument("--port", type=int, default=8025)
+    inbox.set_defaults(handler=_cmd_inbox)
 
     _register_extensions(sub)
     return parser

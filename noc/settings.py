@@ -54,6 +54,19 @@ def _port_or_zero(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def _ws_path(raw: str) -> str:
+    if not raw.startswith("/") or "?" in raw or " " in raw:
+        raise ValueError("must be an absolute URL path like /ws")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -190,7 +203,107 @@ class ApiSettings:
         "dev-insecure-change-me",
         "Secret that signs bearer tokens. Set a long random value in production.",
     )
-    ws_path: str = _env("NOC_WS_PATH", "/ws", "WebSocket path.")
+    ws_path: str = _env("NOC_WS_PATH", "/ws", "WebSocket path.", _ws_path)
+    token_ttl_hours: float = _env(
+        "NOC_TOKEN_TTL_HOURS",
+        12.0,
+        "Default lifetime of a token issued by `noc token`, hours.",
+        _positive_float,
+    )
+    ws_queue_limit: int = _env(
+        "NOC_WS_QUEUE_LIMIT",
+        1000,
+        "Events queued per WebSocket client; a client that falls further behind is sent "
+        '{"type": "overflow"} and closed (it resumes with its last event id).',
+        _positive_int,
+    )
+    ws_retention_hours: float = _env(
+        "NOC_WS_RETENTION_HOURS",
+        24.0,
+        "How long WebSocket events are kept for resuming clients, hours (the API deletes "
+        "older ones).",
+        _positive_float,
+    )
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Notification dispatcher: outbox draining, retries, rate limits, escalation."""
+
+    poll_interval_s: float = _env(
+        "NOC_NOTIFY_POLL_S",
+        1.0,
+        "How often an idle dispatcher looks for due notifications, seconds.",
+        _positive_float,
+    )
+    batch: int = _env(
+        "NOC_NOTIFY_BATCH",
+        20,
+        "Outbox rows a dispatcher claims per transaction (sent one by one).",
+        _positive_int,
+    )
+    lease_s: float = _env(
+        "NOC_NOTIFY_LEASE_S",
+        120.0,
+        "Lease on claimed rows, seconds: a dispatcher that dies holds them this long before "
+        "another sends them. Must exceed a batch's worst-case send time.",
+        _positive_float,
+    )
+    max_attempts: int = _env(
+        "NOC_NOTIFY_MAX_ATTEMPTS",
+        5,
+        "Delivery attempts per notification before it is marked failed.",
+        _positive_int,
+    )
+    retry_base_s: float = _env(
+        "NOC_NOTIFY_RETRY_BASE_S",
+        10.0,
+        "Delay before the first retry, seconds; doubles with each further attempt.",
+        _positive_float,
+    )
+    retry_max_s: float = _env(
+        "NOC_NOTIFY_RETRY_MAX_S",
+        900.0,
+        "Longest delay between two attempts, seconds.",
+        _positive_float,
+    )
+    rate_window_s: float = _env(
+        "NOC_NOTIFY_RATE_WINDOW_S",
+        60.0,
+        "Sliding window of the per-recipient rate limits, seconds.",
+        _positive_float,
+    )
+    sms_per_window: int = _env(
+        "NOC_NOTIFY_SMS_PER_WINDOW",
+        10,
+        "Most SMS per recipient (number) per window; more are suppressed and summarised.",
+        _positive_int,
+    )
+    email_per_window: int = _env(
+        "NOC_NOTIFY_EMAIL_PER_WINDOW",
+        30,
+        "Most e-mails per recipient per window; more are suppressed and summarised.",
+        _positive_int,
+    )
+    push_per_window: int = _env(
+        "NOC_NOTIFY_PUSH_PER_WINDOW",
+        30,
+        "Most push notifications per recipient per window; more are suppressed and summarised.",
+        _positive_int,
+    )
+    escalation_delay_s: float = _env(
+        "NOC_NOTIFY_ESCALATION_DELAY_S",
+        300.0,
+        "A critical alert still unacknowledged this long after it opened (or after its last "
+        "escalation) is sent to the next recipient tier, seconds.",
+        _positive_float,
+    )
+    metrics_port: int = _env(
+        "NOC_NOTIFY_METRICS_PORT",
+        9465,
+        "Port of the dispatcher's Prometheus /metrics on 127.0.0.1 (0 disables it).",
+        _port_or_zero,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +315,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     geofence: GeofenceSettings = field(default_factory=GeofenceSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     log_level: str = _env("NOC_LOG_LEVEL", "INFO", "Log level.", _log_level)
 
 
@@ -211,6 +325,7 @@ _GROUPS: tuple[tuple[str, type[Any]], ...] = (
     ("ingest", IngestSettings),
     ("geofence", GeofenceSettings),
     ("api", ApiSettings),
+    ("notify", NotifySettings),
 )
 
 

@@ -7,6 +7,7 @@ registry snapshot and time from the record's event timestamp.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
@@ -25,6 +26,8 @@ from operators.records import (
 from operators.registry import SiteEntry
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
+_THRESHOLDS = ("battery_high_below", "battery_medium_below", "temperature_high_above",
+               "temperature_low_below")  # fmt: skip
 
 _DEFAULT_TYPES: Mapping[str, str] = MappingProxyType(
     {"panic": "critical", "duress": "critical", "fire": "critical", "man_down": "high",
@@ -52,6 +55,19 @@ class SeverityConfig:
                      "door_after_hours_severity"):  # fmt: skip
             if getattr(self, name) not in SEVERITIES:
                 raise ConfigError(f"{name} must be one of {', '.join(SEVERITIES)}")
+        for name in _THRESHOLDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+        if not isinstance(self.honour_device_severity, bool):
+            raise ConfigError("honour_device_severity must be true or false")
+        if not isinstance(self.alert_type_severity, Mapping):
+            raise ConfigError("alert_type_severity must map alert types to severities")
+        object.__setattr__(
+            self, "alert_type_severity", MappingProxyType(dict(self.alert_type_severity))
+        )
         for alert_type, severity in self.alert_type_severity.items():
             if severity not in SEVERITIES:
                 raise ConfigError(f"alert type {alert_type!r}: unknown severity {severity!r}")
@@ -68,6 +84,8 @@ class SeverityConfig:
             raise ConfigError(f"unknown severity rule setting(s): {', '.join(sorted(unknown))}")
         values = dict(overrides)
         if "alert_type_severity" in values:
+            if not isinstance(values["alert_type_severity"], Mapping):
+                raise ConfigError("alert_type_severity must map alert types to severities")
             values["alert_type_severity"] = {
                 **self.alert_type_severity,
                 **values["alert_type_severity"],
@@ -131,7 +149,8 @@ class SeverityRules:
         self, item: Enriched, r: SensorReading, site: SiteEntry | None
     ) -> list[AlertCandidate]:
         c = self.config
-        if r.kind == "smoke" and (_truthy(r.value) or r.state in {"alarm", "smoke", "detected"}):
+        state = r.state.strip().lower() if r.state is not None else None
+        if r.kind == "smoke" and (_truthy(r.value) or state in {"alarm", "smoke", "detected"}):
             return [self._candidate(item, r.sensor_id, "smoke", c.smoke_severity,
                                     f"Smoke detected by {r.sensor_id}", r.ts)]  # fmt: skip
         if r.kind == "temperature" and r.value is not None:
@@ -140,7 +159,7 @@ class SeverityRules:
                     item, r.sensor_id, "temperature_out_of_range", c.temperature_severity,
                     f"Temperature {r.value:g} °C at {r.sensor_id}", r.ts,
                     details={"value": r.value})]  # fmt: skip
-        if r.kind == "door" and (r.state == "open" or (r.state is None and _truthy(r.value))):
+        if r.kind == "door" and (state == "open" or (state is None and _truthy(r.value))):
             if site is not None and not is_open(site, r.ts):
                 return [self._candidate(
                     item, r.sensor_id, "door_after_hours", c.door_after_hours_severity,
@@ -171,13 +190,18 @@ def _truthy(value: float | None) -> bool:
 
 
 def is_open(site: SiteEntry, at: datetime) -> bool:
-    """Whether the site is within its opening hours at ``at`` (no hours = always open)."""
-    if site.opens_at is None or site.closes_at is None:
+    """Whether the site is within its opening hours at ``at``, in the site's time zone.
+
+    No hours, or opening and closing at the same time, means open around the clock. Hours
+    may wrap past midnight (22:00-06:00). An unknown time zone is taken as UTC.
+    """
+    if site.opens_at is None or site.closes_at is None or site.opens_at == site.closes_at:
         return True
     try:
-        local = at.astimezone(ZoneInfo(site.timezone)).time()
+        zone = ZoneInfo(site.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        local = at.time()
+        zone = ZoneInfo("UTC")
+    local = at.astimezone(zone).time().replace(tzinfo=None)
     return _within(local, site.opens_at, site.closes_at)
 
 

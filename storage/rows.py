@@ -22,11 +22,16 @@ from operators.records import (
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A target table: its columns, and the column naming the message's source."""
+    """A target table: its columns with their SQL types, and the column naming the source."""
 
     name: str
     columns: tuple[str, ...]
     source_column: str
+    types: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.columns) != len(self.types):
+            raise ValueError(f"{self.name}: columns and types differ in length")
 
 
 TABLES: dict[str, TableSpec] = {
@@ -37,35 +42,44 @@ TABLES: dict[str, TableSpec] = {
             ("ts", "tenant_id", "device_id", "battery", "signal", "temperature", "msg_id",
              "received_at"),
             "device_id",
+            ("timestamptz", "integer", "text", "real", "real", "real", "text", "timestamptz"),
         ),
         TableSpec(
             "positions",
             ("ts", "tenant_id", "guard_id", "device_id", "site_id", "lat", "lon", "accuracy",
              "zone_status", "zone_id", "zone_distance_m", "msg_id", "received_at"),
             "guard_id",
+            ("timestamptz", "integer", "integer", "text", "integer", "float8", "float8", "real",
+             "text", "integer", "real", "text", "timestamptz"),
         ),
         TableSpec(
             "sensor_readings",
             ("ts", "tenant_id", "sensor_id", "site_id", "kind", "value", "state", "msg_id",
              "received_at"),
             "sensor_id",
+            ("timestamptz", "integer", "text", "integer", "text", "float8", "text", "text",
+             "timestamptz"),
         ),
         TableSpec(
             "device_alerts",
             ("ts", "tenant_id", "source_id", "alert_type", "severity", "message", "lat", "lon",
              "msg_id", "received_at"),
             "source_id",
+            ("timestamptz", "integer", "text", "text", "text", "text", "float8", "float8", "text",
+             "timestamptz"),
         ),
         TableSpec(
             "system_health",
             ("ts", "tenant_id", "component", "payload", "msg_id", "received_at"),
             "component",
+            ("timestamptz", "integer", "text", "jsonb", "text", "timestamptz"),
         ),
         TableSpec(
             "dead_letters",
             ("received_at", "tenant_id", "topic", "reason", "detail", "payload_head",
              "payload_size", "msg_id"),
             "msg_id",
+            ("timestamptz", "integer", "text", "text", "text", "bytea", "integer", "text"),
         ),
     )
 }  # fmt: skip
@@ -131,6 +145,13 @@ def to_row(item: Enriched | DeadLetter) -> tuple[str, tuple[Any, ...]]:
                 r.received_at,
             )
     raise TypeError(f"cannot store {type(r).__name__}")  # pragma: no cover
+
+
+def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Transpose rows into one list per column (for ``unnest`` array parameters). Pure."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def rows_by_table(items: Iterable[Enriched | DeadLetter]) -> dict[str, list[tuple[Any, ...]]]:

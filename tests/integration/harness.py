@@ -197,9 +197,26 @@ class Publisher:
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(0.2, 2)
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *_args: self.connected.set()
+        self.client.on_disconnect = lambda *_args: self.connected.clear()
         self.client.connect(host, port)
         self.client.loop_start()
+        self.connected.wait(10)
         self.infos: list[mqtt.MQTTMessageInfo] = []
+        self.resent = 0
+
+    def _send(self, topic: str, payload: bytes, qos: int) -> None:
+        while True:
+            info = self.client.publish(topic, payload, qos=qos)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.infos.append(info)
+                return
+            # Not connected: paho keeps its own copy, but we cannot wait on it, so send again
+            # once reconnected. The broker may then see the message twice; storage must cope.
+            self.resent += 1
+            if not self.connected.wait(60):
+                raise AssertionError("publisher could not reconnect to the broker")
 
     def publish(
         self, messages: Iterable[tuple[str, bytes]], rate: float | None = None, qos: int = 1
@@ -208,7 +225,7 @@ class Publisher:
         next_at = time.monotonic()
         n = 0
         for topic, payload in messages:
-            self.infos.append(self.client.publish(topic, payload, qos=qos))
+            self._send(topic, payload, qos)
             n += 1
             if interval:
                 next_at += interval

@@ -11,6 +11,7 @@ HYPERTABLES = {
     "alert_history",
     "dead_letters",
     "device_alerts",
+    "notification_deliveries",
     "positions",
     "sensor_readings",
     "system_health",

@@ -1,0 +1,162 @@
+"""End-to-end ingest throughput: MQTT publish -> flow -> committed rows.
+
+    python -m benchmarks.bench_ingest [--count 50000] [--publishers 2] [--batch 1000]
+
+Starts a private Mosquitto (the project's broker limits) and the real flow process against a
+scratch database on the local PostgreSQL/TimescaleDB, seeds a simulated estate, publishes the
+simulator's traffic (QoS 1) as fast as the publishers can, and reports messages/s from the first
+publish to the last committed row. Then compares the two batch-write strategies on the same
+rows: COPY into staging tables + INSERT ... ON CONFLICT (what BatchWriter does) versus a
+multi-row INSERT ... ON CONFLICT per table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from operators.decode import decode
+from operators.enrich import enrich
+from operators.records import DeadLetter, Enriched
+from storage.migrate import migrate
+from storage.registry import load_registry
+from storage.rows import TABLES, rows_by_table
+from storage.writer import BatchWriter
+from tests.integration.harness import FlowProcess, PrivateBroker, Publisher, wait_until
+from tests.integration.traffic import Traffic, seeded_traffic, stored_rows
+from tests.services import PG_ADMIN_URL, scratch_database
+
+
+def _migrated(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+
+
+def end_to_end(count: int, publishers: int) -> dict[str, float]:
+    """Publish ``count`` messages and wait until all are stored; rates in messages/s."""
+    broker = PrivateBroker().start()
+    try:
+        with scratch_database(PG_ADMIN_URL, prefix="noc_bench") as url:
+            _migrated(url)
+            traffic = seeded_traffic(url, count=count, malformed=0.01, guards=200)
+            flow = FlowProcess(url, broker.port).start()
+            try:
+                wait_until(lambda: "connected to" in flow.output(), 60, "flow subscription")
+                pairs = traffic.pairs()
+                chunks = [pairs[i::publishers] for i in range(publishers)]
+                clients = [Publisher(broker.port) for _ in chunks]
+                threads = [
+                    threading.Thread(target=c.publish, args=(chunk,))
+                    for c, chunk in zip(clients, chunks, strict=True)
+                ]
+                started = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                for c in clients:
+                    c.wait_all(timeout=600)
+                published = time.perf_counter()
+                wait_until(
+                    lambda: sum(stored_rows(url).values()) >= count, 900, "all rows", step=0.05
+                )
+                stored = time.perf_counter()
+                for c in clients:
+                    c.close()
+            finally:
+                flow.stop()
+    finally:
+        broker.close()
+    return {
+        "publish_rate": count / (published - started),
+        "end_to_end_rate": count / (stored - started),
+        "seconds": stored - started,
+    }
+
+
+def _items(url: str, traffic: Traffic) -> list[Enriched | DeadLetter]:
+    with psycopg.connect(url) as conn:
+        registry = load_registry(conn)
+    now = datetime.now(UTC)
+    out: list[Enriched | DeadLetter] = []
+    for topic, payload in traffic.pairs():
+        record = decode(topic, payload, now)
+        if isinstance(record, DeadLetter):
+            out.append(record)
+            continue
+        out.append(enrich(record, topic, payload, registry))
+    return out
+
+
+def _insert_values(conn: psycopg.Connection[Any], batch: list[Enriched | DeadLetter]) -> None:
+    """The alternative: one multi-row INSERT ... ON CONFLICT DO NOTHING per table."""
+    with conn.transaction(), conn.cursor() as cur:
+        for table, rows in rows_by_table(batch).items():
+            spec = TABLES[table]
+            row_sql = sql.SQL("({})").format(
+                sql.SQL(", ").join(sql.Placeholder() * len(spec.columns))
+            )
+            query = sql.SQL("INSERT INTO {} ({}) VALUES {} ON CONFLICT DO NOTHING").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
+                sql.SQL(", ").join([row_sql] * len(rows)),
+            )
+            cur.execute(query, [v for row in rows for v in row])
+
+
+def write_strategies(count: int, batch: int) -> dict[str, float]:
+    """Rows/s of each batch-write strategy on the same decoded, enriched messages."""
+    results: dict[str, float] = {}
+    for name in ("copy_staging", "multi_row_insert"):
+        with scratch_database(PG_ADMIN_URL, prefix="noc_bench") as url:
+            _migrated(url)
+            items = _items(url, seeded_traffic(url, count=count, malformed=0.01, guards=200))
+            batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+            if name == "copy_staging":
+                writer = BatchWriter(url)
+                started = time.perf_counter()
+                for b in batches:
+                    writer.write(b)
+                elapsed = time.perf_counter() - started
+                writer.close()
+            else:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    started = time.perf_counter()
+                    for b in batches:
+                        _insert_values(conn, b)
+                    elapsed = time.perf_counter() - started
+            results[name] = len(items) / elapsed
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50_000, help="messages end to end")
+    parser.add_argument("--publishers", type=int, default=2, help="publishing clients")
+    parser.add_argument("--batch", type=int, default=1000, help="rows per batch (writers)")
+    parser.add_argument("--write-count", type=int, default=50_000, help="rows per writer test")
+    args = parser.parse_args()
+
+    print(
+        f"end to end: {args.count} simulated messages (1% malformed), QoS 1, "
+        f"{args.publishers} publishers, 1 flow worker, private Mosquitto, local TimescaleDB"
+    )
+    e2e = end_to_end(args.count, args.publishers)
+    print(f"  publish rate       {e2e['publish_rate']:>10,.0f} msg/s")
+    print(
+        f"  end-to-end rate    {e2e['end_to_end_rate']:>10,.0f} msg/s "
+        f"({e2e['seconds']:.1f} s to the last committed row)"
+    )
+    print(f"batch writers: {args.write_count} rows in batches of {args.batch}")
+    for name, rate in write_strategies(args.write_count, args.batch).items():
+        print(f"  {name:<18} {rate:>10,.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main()

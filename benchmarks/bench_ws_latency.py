@@ -1,0 +1,309 @@
+"""Panic alert latency, MQTT publish -> NOC WebSocket, under background telemetry load.
+
+    python -m benchmarks.bench_ws_latency [--alerts 1000] [--alert-rate 20]
+        [--background 5000] [--devices 500] [--warmup 5]
+
+Every component is real: a private Mosquitto (the project's broker limits), the ingest flow
+(``python -m bytewax.run flows.ingest``), ``noc api`` and a scratch database on the local
+PostgreSQL/TimescaleDB. A separate process publishes telemetry from ``--devices`` registered
+devices at ``--background`` msg/s (QoS 1); this process publishes ``--alerts`` panic alerts
+(QoS 1, spread over 50 panic buttons, each with a unique message) and receives them on the
+WebSocket as an operator of the tenant. Latency = receive time - the instant before
+``publish()``, both on this process's monotonic clock. Reports p50/p95/p99/max, alerts not
+received, and the background rate achieved (published and stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import shlex
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from websockets.asyncio.client import connect
+
+from api.auth import issue_token
+from storage.migrate import migrate
+from storage.tokens import record_token
+from tests.api.process import ApiProcess
+from tests.integration.harness import FlowProcess, PrivateBroker, drop_mqtt_session, wait_until
+from tests.services import PG_ADMIN_URL, scratch_database
+
+SECRET = "bench-ws-latency-secret-0123456789abcdef"
+PANIC_BUTTONS = 50
+
+
+def seed(url: str, devices: int) -> None:
+    """One tenant, one site, ``devices`` telemetry devices and the panic buttons."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute(
+            "INSERT INTO tenants (tenant_id, name) VALUES (1, 'bench');"
+            "INSERT INTO sites (site_id, tenant_id, name, lat, lon)"
+            " VALUES (1, 1, 'Bench site', 12.97, 77.59)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO devices (device_id, tenant_id, site_id, kind, reporting_interval_s)"
+                " VALUES (%s, 1, 1, %s, 60)",
+                [(f"tm-{i:05d}", "sensor") for i in range(devices)]
+                + [(f"pb-{i:03d}", "panic_button") for i in range(PANIC_BUTTONS)],
+            )
+
+
+def _client(port: int, name: str) -> mqtt.Client:
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def background(port: int, rate: float, devices: int, index: int, stop: Any, acked: Any) -> None:
+    """Child process ``index``: telemetry at ``rate`` msg/s (QoS 1), paced in 10 ms slices, until
+    ``stop``. ``acked`` counts PUBACKs; at most 2,000 messages are left unacknowledged, so a
+    broker or network that cannot keep up shows as a lower rate, not as a local queue."""
+    lock = threading.Lock()
+    count = [0]
+
+    def on_publish(*_: Any) -> None:
+        with lock:
+            count[0] += 1
+
+    client = _client(port, f"bench-background-{index}")
+    client.on_publish = on_publish
+    n = 0
+    started = time.perf_counter()
+    while not stop.is_set():
+        due = int((time.perf_counter() - started) * rate)
+        now = datetime.now(UTC).isoformat()
+        while n < due and n - count[0] < 2000:
+            device = f"tm-{(n * 7 + index) % devices:05d}"
+            payload = json.dumps(
+                {"battery": 20 + n % 80, "signal": -60 - n % 30, "temperature": 21.5,
+                 "timestamp": now, "message_id": f"bg{index}-{n}"}
+            )  # fmt: skip
+            client.publish(f"device/{device}/telemetry", payload, qos=1)
+            n += 1
+        acked.value = count[0]
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+
+
+class Receiver:
+    """A WebSocket client on its own event loop thread, timestamping bench alerts."""
+
+    def __init__(self, ws_url: str, token: str) -> None:
+        self.url = ws_url
+        self.token = token
+        self.seen: dict[int, float] = {}
+        self.event_ts: dict[int, float] = {}
+        self.connected = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._task: Any = None
+        self._ws: Any = None
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        if not self.connected.wait(15):
+            raise RuntimeError("the WebSocket did not connect")
+        return self
+
+    async def _run(self) -> None:
+        async with connect(
+            self.url,
+            subprotocols=["noc.v1", f"bearer.{self.token}"],
+            max_size=None,  # type: ignore[list-item]
+        ) as ws:
+            self._ws = ws
+            async for raw in ws:
+                at = time.perf_counter()
+                message = json.loads(raw)
+                if message.get("type") == "connected":
+                    self.connected.set()
+                    continue
+                text = (message.get("data") or {}).get("message") or ""
+                if message.get("type") in ("alert", "alert_update") and text.startswith("bench #"):
+                    n = int(text[7:])
+                    self.seen.setdefault(n, at)
+                    self.event_ts.setdefault(n, datetime.fromisoformat(message["ts"]).timestamp())
+
+    def stop(self) -> None:
+        """Close the socket, let the reader finish, stop the loop."""
+        if self._ws is not None:
+            asyncio.run_coroutine_threadsafe(self._ws.close(), self._loop).result(10)
+        if self._task is not None:
+            self._task.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def stored_telemetry(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    broker = PrivateBroker().start()
+    try:
+        with scratch_database(PG_ADMIN_URL, prefix="noc_bench_ws") as url:
+            seed(url, args.devices)
+            token, record = issue_token(SECRET, 1, "operator", "bench", timedelta(hours=2))
+            with psycopg.connect(url, autocommit=True) as conn:
+                record_token(conn, record)
+            flow = FlowProcess(url, broker.port).start()
+            api = ApiProcess(url, SECRET, NOC_MQTT_PORT=str(broker.port), NOC_LOG_LEVEL="WARNING")
+            try:
+                wait_until(lambda: "connected to" in flow.output(), 60, "flow subscription")
+                api.start()
+                return measure(args, url, broker.port, api, token, flow)
+            finally:
+                api.stop()
+                flow.stop()
+                drop_mqtt_session(broker.port, f"{flow.client_id}-0")
+    finally:
+        broker.close()
+
+
+def measure(
+    args: argparse.Namespace, url: str, port: int, api: ApiProcess, token: str, flow: FlowProcess
+) -> dict[str, Any]:
+    ws_url = api.url.replace("http://", "ws://") + "/ws"
+    receiver = Receiver(ws_url, token).start()
+    stop = multiprocessing.Event()
+    acked = [multiprocessing.Value("q", 0) for _ in range(args.publishers)]
+    share = args.background / args.publishers
+    publishers = [
+        multiprocessing.Process(target=background, args=(port, share, args.devices, i, stop, a))
+        for i, a in enumerate(acked)
+    ]
+    if args.background:
+        for p in publishers:
+            p.start()
+    panic = _client(port, "bench-panic")
+    sent: dict[int, float] = {}
+    sent_wall: dict[int, float] = {}
+    try:
+        time.sleep(args.warmup)
+        bg_start, rows_start, t_start = (
+            sum(a.value for a in acked),
+            stored_telemetry(url),
+            time.perf_counter(),
+        )
+        interval = 1.0 / args.alert_rate
+        next_at = time.perf_counter()
+        for i in range(args.alerts):
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
+            payload = json.dumps(
+                {"severity": "critical", "message": f"bench #{i}",
+                 "timestamp": datetime.now(UTC).isoformat()}
+            )  # fmt: skip
+            sent_wall[i] = time.time()
+            sent[i] = time.perf_counter()
+            panic.publish(f"alert/panic/pb-{i % PANIC_BUTTONS:03d}", payload, qos=1)
+        t_end = time.perf_counter()
+        bg_end, rows_end = sum(a.value for a in acked), stored_telemetry(url)
+        deadline = time.monotonic() + 30
+        while len(receiver.seen) < args.alerts and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        if args.background:
+            for p in publishers:
+                p.join(30)
+        panic.disconnect()
+        panic.loop_stop()
+        receiver.stop()
+    assert flow.alive(), flow.output()
+    latencies = [(receiver.seen[i] - sent[i]) * 1000 for i in sent if i in receiver.seen]
+    # Where the time goes: the event's ts is the writing transaction's start (same host clock).
+    to_txn = [(receiver.event_ts[i] - sent_wall[i]) * 1000 for i in sent if i in receiver.seen]
+    window = t_end - t_start
+    return {
+        "latencies_ms": latencies,
+        "to_transaction_ms": to_txn,
+        "missing": len(sent) - len(latencies),
+        "bg_published_rate": (bg_end - bg_start) / window,
+        "bg_stored_rate": (rows_end - rows_start) / window,
+        "window_s": window,
+    }
+
+
+def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    lat: list[float] = r["latencies_ms"]
+    command = "python -m benchmarks.bench_ws_latency " + shlex.join(sys.argv[1:])
+    print("\nNOC Stream: panic alert, MQTT publish -> WebSocket event (real broker, flow, API, DB)")
+    print(f"command:     {command.strip()}")
+    print(f"window:      {r['window_s']:.1f} s, {args.alerts} alerts at {args.alert_rate:g}/s")
+    print(
+        f"background:  target {args.background} msg/s telemetry from {args.devices} devices"
+        f" ({args.publishers} publisher processes);"
+        f"\n             acknowledged by the broker {r['bg_published_rate']:.0f} msg/s,"
+        f" stored by the flow {r['bg_stored_rate']:.0f} rows/s"
+    )
+    print(f"alerts:      {len(lat)} received, {r['missing']} missing\n")
+    if not lat:
+        print("no alert reached the WebSocket")
+        return
+    rows = [
+        ("p50", statistics.median(lat)),
+        ("p95", percentile(lat, 95)),
+        ("p99", percentile(lat, 99)),
+        ("max", max(lat)),
+        ("mean", statistics.fmean(lat)),
+    ]
+    print("| latency | ms |")
+    print("|---------|---:|")
+    for name, value in rows:
+        print(f"| {name:<7} | {value:7.1f} |")
+    txn = r["to_transaction_ms"]
+    rest = [a - b for a, b in zip(lat, txn, strict=True)]
+    print("\nbreakdown, p50 / p99 ms (the event's ts is its ingest transaction's start):")
+    for name, values in (("publish -> transaction start", txn), ("transaction start -> WS", rest)):
+        print(f"  {name:<30} {statistics.median(values):6.1f} / {percentile(values, 99):6.1f}")
+    p99 = rows[2][1]
+    verdict = "met" if p99 < 50 and not r["missing"] else "NOT met"
+    print(f"\ntarget p99 < 50 ms: {verdict} (p99 = {p99:.1f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=1000, help="panic alerts to time (1000)")
+    parser.add_argument("--alert-rate", type=float, default=20.0, help="alerts per second (20)")
+    parser.add_argument("--background", type=int, default=5000, help="telemetry msg/s (5000)")
+    parser.add_argument("--devices", type=int, default=500, help="telemetry devices (500)")
+    parser.add_argument(
+        "--publishers", type=int, default=3, help="background publisher processes (3)"
+    )
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load first (5)")
+    args = parser.parse_args()
+    report(args, run(args))
+
+
+if __name__ == "__main__":
+    main()

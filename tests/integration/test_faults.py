@@ -1,0 +1,122 @@
+"""Fault tests: kill or restart the flow, the broker and PostgreSQL while traffic flows.
+
+Afterwards every valid message must be stored exactly once: no loss, no duplicates.
+(Dead letters carry the receipt time, so a redelivered invalid message may be recorded twice;
+only valid data is held to exactly-once.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from storage.migrate import migrate
+from tests.integration.harness import (
+    FlowProcess,
+    PrivateBroker,
+    PrivatePostgres,
+    Publisher,
+    drop_mqtt_session,
+    publish_in_background,
+    wait_until,
+)
+from tests.integration.traffic import Traffic, duplicate_rows, seeded_traffic, stored_rows
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+COUNT = 6000
+RATE = 1500.0  # msg/s: about four seconds of traffic
+
+
+def assert_exactly_once(url: str, traffic: Traffic, flow: FlowProcess) -> None:
+    expected = traffic.expected_rows()
+
+    def complete() -> bool:
+        rows = stored_rows(url)
+        return all(rows[t] >= n for t, n in expected.items())
+
+    wait_until(complete, 240, f"all valid messages stored; flow log:\n{flow.output()}")
+    time.sleep(1.0)  # anything still in flight would show up as a duplicate now
+    rows = stored_rows(url)
+    assert {t: rows[t] for t in expected} == expected
+    assert duplicate_rows(url) == 0
+    assert rows["dead_letters"] >= traffic.invalid
+
+
+def wait_subscribed(flow: FlowProcess, times: int = 1) -> None:
+    wait_until(lambda: flow.output().count("connected to") >= times, 60, "the flow to (re)connect")
+
+
+@pytest.fixture
+def broker() -> Iterator[PrivateBroker]:
+    b = PrivateBroker().start()
+    yield b
+    b.close()
+
+
+def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+    traffic = seeded_traffic(migrated_db, count=COUNT, malformed=0.02)
+    flow = FlowProcess(migrated_db, broker.port).start()
+    try:
+        wait_subscribed(flow)
+        publisher = Publisher(broker.port)
+        sender = publish_in_background(publisher, traffic.pairs(), RATE)
+        for _ in range(2):
+            time.sleep(1.3)
+            flow.kill()  # SIGKILL mid-stream: unacknowledged messages stay with the broker
+            flow.start()
+        sender.join()
+        publisher.wait_all()
+        publisher.close()
+        assert_exactly_once(migrated_db, traffic, flow)
+    finally:
+        flow.stop()
+
+
+def test_broker_restarted_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+    traffic = seeded_traffic(migrated_db, count=COUNT, malformed=0.02)
+    flow = FlowProcess(migrated_db, broker.port).start()
+    try:
+        wait_subscribed(flow)
+        publisher = Publisher(broker.port)
+        sender = publish_in_background(publisher, traffic.pairs(), RATE)
+        time.sleep(1.5)
+        broker.restart(down_for=2.0)
+        sender.join()
+        publisher.wait_all(timeout=180)
+        publisher.close()
+        assert flow.alive(), flow.output()
+        assert_exactly_once(migrated_db, traffic, flow)
+        assert flow.output().count("connected to") >= 2  # it reconnected by itself
+    finally:
+        flow.stop()
+
+
+def test_postgres_restarted_mid_stream(broker: PrivateBroker) -> None:
+    pg = PrivatePostgres().start()
+    try:
+        url = pg.create_database()
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        traffic = seeded_traffic(url, count=COUNT, malformed=0.02)
+        flow = FlowProcess(url, broker.port).start()
+        try:
+            wait_subscribed(flow)
+            publisher = Publisher(broker.port)
+            sender = publish_in_background(publisher, traffic.pairs(), RATE)
+            time.sleep(1.5)
+            pg.restart(down_for=3.0)
+            sender.join()
+            publisher.wait_all()
+            publisher.close()
+            assert flow.alive(), flow.output()
+            assert_exactly_once(url, traffic, flow)
+            assert "database unavailable" in flow.output()  # it really saw the outage
+        finally:
+            flow.stop()
+            drop_mqtt_session(broker.port, f"{flow.client_id}-0")
+    finally:
+        pg.close()
