@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flows.acks import AckToken
+from operators.geofence import FixResult
 from operators.records import DeadLetter, Enriched, Record
 
 
@@ -28,6 +29,7 @@ class Envelope:
     payload: bytes
     token: AckToken | None
     item: Record | Enriched
+    fence: FixResult | None = None  # the geofence answer for a position with approved zones
 
     @property
     def stored_item(self) -> Enriched | DeadLetter:

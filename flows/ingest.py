@@ -14,11 +14,14 @@ from bytewax.dataflow import Dataflow
 from prometheus_client import start_http_server
 
 from flows.commands import CommandPublisher
+from flows.geofence import FenceHysteresis, GeofenceStep
 from flows.mqtt_source import MqttSource, MqttSourceConfig
-from flows.steps import EnrichStep, decode_step
+from flows.steps import EnrichStep, decode_step, source_of
 from flows.storage_sink import StorageSink
 from noc import logs
 from noc.settings import Settings, load_settings
+from operators.fence_alerts import FenceAlertConfig
+from operators.geofence_hysteresis import GeofenceConfig
 from operators.severity import SeverityConfig
 from storage.registry import RegistryCache
 
@@ -49,6 +52,13 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     )
     registry = RegistryCache(s.database.url, s.ingest.registry_refresh_s)
     enrich_step = EnrichStep(registry, SeverityConfig().build())
+    hysteresis = FenceHysteresis(
+        s.database.url,
+        GeofenceConfig(
+            confirm_fixes=s.geofence.confirm_fixes, confirm_seconds=s.geofence.confirm_seconds
+        ),
+        FenceAlertConfig(severity=s.geofence.violation_severity),
+    )
 
     def commands() -> CommandPublisher:
         return CommandPublisher(s.mqtt.host, s.mqtt.port, s.mqtt.commands_topic, s.mqtt.client_id)
@@ -60,7 +70,15 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     # Envelope(item=Telemetry | Position | SensorReading | DeviceAlert | SystemHealth | DeadLetter)
     enriched = op.map("enrich", decoded, enrich_step)
     # Envelope(item=Enriched(record, tenant, site, guard, device, alerts) | DeadLetter)
-    op.output("store", enriched, StorageSink(s.database.url, commands))
+    fenced = op.flat_map_batch("geofence", enriched, GeofenceStep(registry))
+    # Envelope(... positions with zone_status / zone_id / distance, fence=FixResult)
+    keyed = op.key_on("by_source", fenced, source_of)
+    # ("guard:42" | "1:gd-1-42" | "dead_letters", Envelope)
+    judged = op.stateful_map("fence_hysteresis", keyed, hysteresis)
+    # (key, Envelope + geofence violation alert / resolution / device warning)
+    stored = op.key_rm("unkey", judged)
+    # Envelope
+    op.output("store", stored, StorageSink(s.database.url, commands))
     # committed rows, alerts; then PUBACKs and device commands
     return flow
 

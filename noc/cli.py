@@ -80,6 +80,50 @@ def _cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_zones_import(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from storage.db import connect
+    from storage.zones import ZoneImportError, import_zones
+
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise ZoneImportError(f"cannot read {args.file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ZoneImportError(f"{args.file} is not JSON: {exc}") from None
+    with connect(settings.database.url) as conn:
+        report = import_zones(conn, args.tenant, doc)
+    print(
+        f"imported {report.created + report.updated} zone(s) for tenant {args.tenant}: "
+        f"{report.created} new, {report.updated} updated, {report.approvals} guard approval(s)"
+    )
+    return 0
+
+
+def _cmd_zones_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.db import connect
+
+    with connect(settings.database.url) as conn:
+        rows = conn.execute(
+            "SELECT z.zone_id, z.site_id, z.name, CASE WHEN z.geometry IS NULL THEN"
+            " format('circle %%s m', z.radius_m) ELSE z.geometry->>'type' END, z.windows,"
+            " z.active, count(gz.guard_id) FROM zones z"
+            " LEFT JOIN guard_zones gz ON gz.zone_id = z.zone_id"
+            " WHERE z.tenant_id = %s GROUP BY z.zone_id ORDER BY z.zone_id",
+            (args.tenant,),
+        ).fetchall()
+    print(f"{'zone':>6} {'site':>5}  {'name':<24} {'shape':<16} {'guards':>6}  windows")
+    for zone_id, site_id, name, shape, windows, active, guards in rows:
+        flag = "" if active else " (inactive)"
+        print(
+            f"{zone_id:>6} {site_id if site_id is not None else '-':>5}  {name[:24]:<24} "
+            f"{shape:<16} {guards:>6}  {windows or 'always'}{flag}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each sub-command sets ``handler``."""
     parser = argparse.ArgumentParser(prog="noc", description="NOC Stream command line.")
@@ -95,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(handler=_cmd_db_migrate)
     st = db_sub.add_parser("status", help="schema version, TimescaleDB edition, hypertables")
     st.set_defaults(handler=_cmd_db_status)
+
+    zones = sub.add_parser("zones", help="geofence zones")
+    zones_sub = zones.add_subparsers(dest="zones_command", required=True)
+    zimp = zones_sub.add_parser("import", help="import zones from a GeoJSON FeatureCollection")
+    zimp.add_argument("file", help="GeoJSON file (properties: zone_id, site_id, name, guards...)")
+    zimp.add_argument("--tenant", type=int, required=True, help="tenant the zones belong to")
+    zimp.set_defaults(handler=_cmd_zones_import)
+    zlist = zones_sub.add_parser("list", help="list a tenant's zones")
+    zlist.add_argument("--tenant", type=int, required=True)
+    zlist.set_defaults(handler=_cmd_zones_list)
 
     demo = sub.add_parser("demo", help="run flow, API, notifier and simulator together")
     demo.add_argument("--rate", type=float, default=100.0, help="simulated messages/s (100)")

@@ -108,6 +108,18 @@ class AlertCandidate:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertResolution:
+    """The condition behind an open alert has ended (guard back inside, device back online):
+    storage resolves the open alert of (tenant, source, type), as ``system``, if there is one."""
+
+    tenant_id: int
+    source_id: str
+    alert_type: str
+    ts: datetime
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceCommand:
     """A message for a device's command topic (QoS 1), sent after the batch commits."""
 
@@ -119,8 +131,9 @@ class DeviceCommand:
 class Enriched:
     """A data record with what the registry says about its source.
 
-    ``zone_*`` are filled by the geofence step for positions; ``alerts`` and ``commands`` by
-    the rules. Storage writes the record and, only if it was new, its alerts and commands.
+    ``zone_*`` are filled by the geofence step for positions; ``alerts``, ``resolutions`` and
+    ``commands`` by the rules. Storage writes the record and, only if it was new, applies its
+    alerts and resolutions and sends its commands.
     """
 
     record: DataRecord
@@ -132,4 +145,5 @@ class Enriched:
     zone_id: int | None = None
     zone_distance_m: float | None = None
     alerts: list[AlertCandidate] = field(default_factory=list)
+    resolutions: list[AlertResolution] = field(default_factory=list)
     commands: list[DeviceCommand] = field(default_factory=list)

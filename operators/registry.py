@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 
+from operators.geofence import Zone
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceEntry:
@@ -44,3 +46,4 @@ class RegistrySnapshot:
     devices: Mapping[str, DeviceEntry] = field(default_factory=dict)
     guards: Mapping[int, GuardEntry] = field(default_factory=dict)
     sites: Mapping[int, SiteEntry] = field(default_factory=dict)
+    zones: Mapping[int, Zone] = field(default_factory=dict)

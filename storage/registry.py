@@ -11,6 +11,7 @@ import psycopg
 from operators.registry import DeviceEntry, GuardEntry, RegistrySnapshot, SiteEntry
 from storage.db import connect
 from storage.errors import DatabaseUnavailable
+from storage.zones import load_zones
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def load_registry(conn: psycopg.Connection) -> RegistrySnapshot:
                 "SELECT site_id, tenant_id, name, timezone, opens_at, closes_at FROM sites"
             )
         }
-    return RegistrySnapshot(version=version, devices=devices, guards=guards, sites=sites)
+        zone_map = load_zones(conn)
+    return RegistrySnapshot(
+        version=version, devices=devices, guards=guards, sites=sites, zones=zone_map
+    )
 
 
 class RegistryCache:

@@ -23,7 +23,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from operators.records import AlertCandidate, DeadLetter, DeviceCommand, Enriched
+from operators.records import (
+    AlertCandidate,
+    AlertResolution,
+    DeadLetter,
+    DeviceCommand,
+    Enriched,
+)
 from storage.db import connect
 from storage.errors import DatabaseUnavailable, StorageError
 from storage.outbox import enqueue_notifications
@@ -92,6 +98,30 @@ SELECT now(), t, a, 'opened', 'system', NULL, 'new', '' FROM unnest(%b::integer[
 """
 
 
+_RESOLVE = """
+WITH wanted AS (
+    SELECT * FROM unnest(%b::integer[], %b::text[], %b::text[], %b::timestamptz[], %b::text[])
+        AS w(tenant_id, source_id, alert_type, ts, note)
+), open AS (
+    SELECT a.alert_id, a.status AS from_status, w.ts, w.note
+    FROM alerts a JOIN wanted w USING (tenant_id, source_id, alert_type)
+    WHERE a.status IN ('new', 'acknowledged')
+    FOR UPDATE OF a
+)
+UPDATE alerts a SET status = 'resolved', closed_by = 'system', closed_at = open.ts
+FROM open WHERE a.alert_id = open.alert_id
+RETURNING a.alert_id, a.tenant_id, a.source_id, a.alert_type, a.severity, a.count,
+          open.from_status, open.ts, open.note
+"""
+
+_HISTORY_RESOLVED = """
+INSERT INTO alert_history (ts, tenant_id, alert_id, action, actor, from_status, to_status, note)
+SELECT ts, t, a, 'resolved', 'system', f, 'resolved', n
+FROM unnest(%b::integer[], %b::bigint[], %b::text[], %b::timestamptz[], %b::text[])
+    AS u(t, a, f, ts, n)
+"""
+
+
 class BatchWriter:
     """Writes batches through one connection it owns. Not thread-safe."""
 
@@ -127,17 +157,21 @@ class BatchWriter:
                 result.inserted[table] = len(inserted)
                 result.duplicates += len(rows) - len(inserted)
             candidates: list[AlertCandidate] = []
+            resolutions: list[AlertResolution] = []
             for item in batch:
                 if (
                     isinstance(item, Enriched)
-                    and (item.alerts or item.commands)
+                    and (item.alerts or item.commands or item.resolutions)
                     and source_key(item) in new_keys
                 ):
                     candidates.extend(item.alerts)
+                    resolutions.extend(item.resolutions)
                     result.commands.extend(item.commands)
             if candidates:
                 result.alerts = self._upsert_alerts(cur, fold_alerts(candidates))
                 enqueue_notifications(cur, [a for a in result.alerts if a.opened])
+            if resolutions:
+                result.alerts.extend(self._resolve_alerts(cur, resolutions))
             from storage.events import append_batch_events  # last: takes the event-order lock
 
             append_batch_events(cur, batch, result.alerts, new_keys)
@@ -163,6 +197,35 @@ class BatchWriter:
                 _HISTORY_OPENED, ([a.tenant_id for a in opened], [a.alert_id for a in opened])
             )
         return touched
+
+    def _resolve_alerts(
+        self, cur: psycopg.Cursor[Any], resolutions: list[AlertResolution]
+    ) -> list[OpenedAlert]:
+        """Resolve the open alerts whose condition ended, as ``system``, with history."""
+        latest: dict[tuple[int, str, str], AlertResolution] = {}
+        for r in resolutions:
+            key = (r.tenant_id, r.source_id, r.alert_type)
+            if key not in latest or r.ts >= latest[key].ts:
+                latest[key] = r
+        wanted = list(latest.values())
+        cur.execute(
+            _RESOLVE,
+            (
+                [r.tenant_id for r in wanted],
+                [r.source_id for r in wanted],
+                [r.alert_type for r in wanted],
+                [r.ts for r in wanted],
+                [r.note for r in wanted],
+            ),
+        )
+        rows = cur.fetchall()
+        if rows:
+            cur.execute(
+                _HISTORY_RESOLVED,
+                ([r[1] for r in rows], [r[0] for r in rows], [r[6] for r in rows],
+                 [r[7] for r in rows], [r[8] for r in rows]),
+            )  # fmt: skip
+        return [OpenedAlert(r[0], r[1], r[2], r[3], r[4], r[5], False) for r in rows]
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -1,0 +1,146 @@
+"""Geofence steps of the ingest flow: batch classification, then per-guard hysteresis.
+
+:class:`GeofenceStep` keeps a :class:`~operators.geofence_index.ZoneIndex` in step with the
+registry (zones are upserted / removed in place when the registry version changes) and
+classifies every position of a batch in one vectorised query. :class:`FenceHysteresis` is the
+keyed, stateful part: one :class:`~operators.geofence_hysteresis.GeofenceTracker` per guard.
+
+After a restart a guard's tracker is rebuilt from the database: a guard with an open
+``geofence_violation`` alert starts confirmed outside (so the violation is not raised twice),
+and fixes at or before the guard's last stored position are not fed again. Redelivered fixes
+that were not stored yet are processed normally, so nothing is lost either.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from flows.envelope import Envelope
+from operators.fence_alerts import ALERT_TYPE, FenceAlertConfig, fence_actions, guard_source
+from operators.geofence_hysteresis import (
+    Debounce,
+    GeofenceConfig,
+    GeofenceTracker,
+    GuardFenceState,
+)
+from operators.geofence_index import Fix, FixBatch, ZoneIndex, ZoneIndexConfig
+from operators.records import Enriched, Position
+from operators.registry import RegistrySnapshot
+from storage.db import connect
+from storage.errors import DatabaseUnavailable
+from storage.registry import RegistryCache
+
+log = logging.getLogger(__name__)
+
+
+class GeofenceStep:
+    """``flat_map_batch`` mapper: fills zone fields and ``fence`` of positions. Pure CPU."""
+
+    def __init__(self, registry: RegistryCache, index_config: ZoneIndexConfig | None = None):
+        self._registry = registry
+        self._index: ZoneIndex = (index_config or ZoneIndexConfig()).build()
+        self._version = -1
+        self._zones: dict[int, object] = {}
+
+    def _sync(self, snapshot: RegistrySnapshot) -> None:
+        if snapshot.version == self._version:
+            return
+        changed = 0
+        for zone_id, zone in snapshot.zones.items():
+            if self._zones.get(zone_id) != zone:
+                self._index.upsert(zone)
+                changed += 1
+        for zone_id in set(self._zones) - set(snapshot.zones):
+            self._index.remove(zone_id)
+            changed += 1
+        self._zones = dict(snapshot.zones)
+        self._version = snapshot.version
+        if changed:
+            log.info("zone index updated in place: %d zone(s) changed", changed)
+
+    def __call__(self, batch: list[Envelope]) -> list[Envelope]:
+        snapshot = self._registry.get()
+        self._sync(snapshot)
+        todo: list[tuple[Envelope, Enriched, Position]] = []
+        fixes: list[Fix] = []
+        for env in batch:
+            item = env.item
+            if not isinstance(item, Enriched) or not isinstance(item.record, Position):
+                continue
+            guard = snapshot.guards.get(item.record.guard_id)
+            if guard is None or not guard.zone_ids:
+                continue
+            r = item.record
+            fixes.append(Fix(item.tenant_id, r.lat, r.lon, r.accuracy or 0.0, r.ts, guard.zone_ids))
+            todo.append((env, item, r))
+        if fixes:
+            results = self._index.query(FixBatch.of(fixes)).results()
+            for (env, item, _r), res in zip(todo, results, strict=True):
+                env.fence = res
+                item.zone_status = res.classification.value
+                item.zone_id = res.zone_id
+                item.zone_distance_m = round(res.distance_m, 2) if res.zone_id is not None else None
+        return batch
+
+
+@dataclass
+class _Resume:
+    in_violation: bool
+    last_us: int | None
+
+
+class FenceHysteresis:
+    """``stateful_map`` mapper keyed by source; only guards' positions change the state."""
+
+    def __init__(self, database_url: str, config: GeofenceConfig, alerts: FenceAlertConfig):
+        self._url = database_url
+        self._config = config
+        self._alerts = alerts
+
+    def __call__(
+        self, tracker: GeofenceTracker | None, env: Envelope
+    ) -> tuple[GeofenceTracker | None, Envelope]:
+        item = env.item
+        if env.fence is None or not isinstance(item, Enriched) or item.guard_id is None:
+            return tracker, env
+        if tracker is None:
+            tracker = self._config.build(item.guard_id, self._resume(item))
+        events = tracker.on_fix(item.record.ts, env.fence)
+        if events:
+            actions = fence_actions(item, events, self._alerts)
+            item.alerts.extend(actions.alerts)
+            item.resolutions.extend(actions.resolutions)
+            item.commands.extend(actions.commands)
+        return tracker, env
+
+    def _resume(self, item: Enriched) -> GuardFenceState | None:
+        """The guard's state as the database remembers it (None: start fresh)."""
+        assert item.guard_id is not None
+        try:
+            with connect(self._url, autocommit=True, application_name="noc-geofence") as conn:
+                resume = _load_resume(conn, item.tenant_id, item.guard_id, item.record.received_at)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("cannot rebuild geofence state of guard %s: %s", item.guard_id, exc)
+            return None
+        if not resume.in_violation and resume.last_us is None:
+            return None
+        fence = Debounce(confirmed="outside") if resume.in_violation else Debounce()
+        return GuardFenceState(item.guard_id, resume.last_us, fence, {})
+
+
+def _load_resume(conn: psycopg.Connection, tenant_id: int, guard_id: int, now: object) -> _Resume:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM alerts WHERE tenant_id = %s AND source_id = %s"
+        " AND alert_type = %s AND status IN ('new', 'acknowledged')),"
+        " (SELECT (extract(epoch FROM max(ts)) * 1000000)::bigint FROM positions"
+        "  WHERE guard_id = %s AND ts > %s::timestamptz - interval '1 day')",
+        (tenant_id, guard_source(guard_id), ALERT_TYPE, guard_id, now),
+    ).fetchone()
+    assert row is not None
+    return _Resume(bool(row[0]), None if row[1] is None else int(row[1]))
+
+
+__all__ = ["ALERT_TYPE", "FenceHysteresis", "GeofenceStep"]
