@@ -91,10 +91,11 @@ DO UPDATE SET
 RETURNING alert_id, tenant_id, source_id, alert_type, severity, count, (xmax = 0) AS opened
 """
 
+# System transitions are stamped with event time (the first occurrence), like closed_at.
 _HISTORY_OPENED = """
 INSERT INTO alert_history (ts, tenant_id, alert_id, action, actor, from_status, to_status, note)
-SELECT now(), t, a, 'opened', 'system', NULL, 'new', '' FROM unnest(%b::integer[], %b::bigint[])
-    AS u(t, a)
+SELECT a.first_seen, a.tenant_id, a.alert_id, 'opened', 'system', NULL, 'new', ''
+FROM alerts a WHERE a.alert_id = ANY(%b::bigint[])
 """
 
 
@@ -193,9 +194,7 @@ class BatchWriter:
         touched = [OpenedAlert(*row) for row in cur.fetchall()]
         opened = [a for a in touched if a.opened]
         if opened:
-            cur.execute(
-                _HISTORY_OPENED, ([a.tenant_id for a in opened], [a.alert_id for a in opened])
-            )
+            cur.execute(_HISTORY_OPENED, ([a.alert_id for a in opened],))
         return touched
 
     def _resolve_alerts(

@@ -150,3 +150,48 @@ def test_jitter_raises_nothing_and_an_excursion_raises_one_alert(
     warnings = [c for c in commands if c["topic"] == "device/gd-2/commands"]
     assert len(warnings) == 1 and warnings[0]["type"] == "geofence_warning"
     assert not [c for c in commands if c["topic"] == "device/gd-1/commands"]
+
+
+def test_a_flow_restart_neither_loses_nor_repeats_a_violation(
+    migrated_db: str, mqtt_broker: tuple[str, int]
+) -> None:
+    _host, port = mqtt_broker
+    seed(migrated_db)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    out_and_wait = [fix(2, start + timedelta(seconds=5 * n), 0.0, 300.0, 8.0, n) for n in range(10)]
+    more_outside = [
+        fix(2, start + timedelta(seconds=5 * n), 0.0, 300.0, 8.0, n) for n in range(10, 30)
+    ]
+    back = [fix(2, start + timedelta(seconds=5 * n), 0.0, 0.0, 8.0, n) for n in range(30, 40)]
+
+    def alerts() -> list[tuple[object, ...]]:
+        with psycopg.connect(migrated_db) as conn:
+            return conn.execute("SELECT alert_type, status, count FROM alerts").fetchall()
+
+    def positions() -> int:
+        with psycopg.connect(migrated_db) as conn:
+            row = conn.execute("SELECT count(*) FROM positions").fetchone()
+            return int(row[0]) if row else 0
+
+    with running_flow(migrated_db, port) as flow:
+        wait_until(lambda: "connected to" in flow.output(), 60, "the flow to subscribe")
+        publisher = Publisher(port)
+        publisher.publish(out_and_wait)
+        publisher.wait_all()
+        wait_until(lambda: positions() == 10, 60, "the first fixes")
+        assert alerts() == [("geofence_violation", "new", 1)]
+        flow.kill()  # SIGKILL: the tracker's memory is gone
+        flow.start()
+        wait_until(lambda: flow.output().count("connected to") >= 2, 60, "the restart")
+        publisher.publish(more_outside)
+        publisher.wait_all()
+        wait_until(lambda: positions() == 30, 60, "the fixes after the restart")
+        assert alerts() == [("geofence_violation", "new", 1)]  # not raised again
+        publisher.publish(back)
+        publisher.wait_all()
+        publisher.close()
+        wait_until(lambda: positions() == 40, 60, "the fixes back inside")
+        wait_until(lambda: alerts() == [("geofence_violation", "resolved", 1)], 10, "resolution")
+    with psycopg.connect(migrated_db) as conn:
+        history = conn.execute("SELECT action FROM alert_history ORDER BY ts").fetchall()
+    assert history == [("opened",), ("resolved",)]
