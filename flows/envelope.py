@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flows.acks import AckToken
 from operators.geofence import FixResult
-from operators.records import DeadLetter, Enriched, Record
+from operators.records import DeadLetter, DerivedAlerts, Enriched, Record, Stored
 
 
 @dataclass(slots=True)
@@ -20,6 +20,11 @@ class Inbound:
     token: AckToken | None
 
 
+def derived(alerts: DerivedAlerts) -> Envelope:
+    """An envelope for alert changes that no inbound message carries (nothing to acknowledge)."""
+    return Envelope("", b"", None, alerts)
+
+
 @dataclass(slots=True)
 class Envelope:
     """A message on its way to storage. ``item`` starts as the decoded record and becomes the
@@ -28,12 +33,12 @@ class Envelope:
     topic: str
     payload: bytes
     token: AckToken | None
-    item: Record | Enriched
+    item: Record | Enriched | DerivedAlerts
     fence: FixResult | None = None  # the geofence answer for a position with approved zones
 
     @property
-    def stored_item(self) -> Enriched | DeadLetter:
+    def stored_item(self) -> Stored:
         """What the sink writes (enrichment has run: data records are Enriched)."""
-        if isinstance(self.item, Enriched | DeadLetter):
+        if isinstance(self.item, Enriched | DeadLetter | DerivedAlerts):
             return self.item
         raise TypeError(f"not enriched: {type(self.item).__name__}")

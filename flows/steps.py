@@ -8,7 +8,7 @@ from flows import metrics
 from flows.envelope import Envelope, Inbound
 from operators.decode import decode
 from operators.enrich import enrich
-from operators.records import DeadLetter, Enriched
+from operators.records import DeadLetter, DerivedAlerts, Enriched
 from operators.severity import SeverityRules
 from storage.registry import RegistryCache
 
@@ -38,7 +38,7 @@ class EnrichStep:
 
     def __call__(self, env: Envelope) -> Envelope:
         record = env.item
-        if isinstance(record, DeadLetter | Enriched):
+        if isinstance(record, DeadLetter | Enriched | DerivedAlerts):
             return env
         snapshot = self._registry.get()
         result = enrich(record, env.topic, env.payload, snapshot)

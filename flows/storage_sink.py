@@ -21,7 +21,7 @@ from flows.acks import commit
 from flows.commands import CommandPublisher
 from flows.envelope import Envelope
 from operators.decode import dead_letter
-from operators.records import DeadLetter, Enriched
+from operators.records import DeadLetter, DerivedAlerts, Stored
 from storage.errors import DatabaseUnavailable, StorageError
 from storage.writer import BatchWriter, WriteResult
 
@@ -71,7 +71,7 @@ class _StoragePartition(StatelessSinkPartition[Envelope]):
         if self._publisher is not None and result.commands:
             self._publisher.publish(result.commands)
 
-    def _write(self, stored: list[Enriched | DeadLetter], items: list[Envelope]) -> WriteResult:
+    def _write(self, stored: list[Stored], items: list[Envelope]) -> WriteResult:
         backoff = 0.2
         while True:
             try:
@@ -89,9 +89,7 @@ class _StoragePartition(StatelessSinkPartition[Envelope]):
             time.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
 
-    def _write_one_by_one(
-        self, stored: list[Enriched | DeadLetter], items: list[Envelope]
-    ) -> WriteResult:
+    def _write_one_by_one(self, stored: list[Stored], items: list[Envelope]) -> WriteResult:
         total = WriteResult()
         for item, envelope in zip(stored, items, strict=True):
             try:
@@ -99,6 +97,9 @@ class _StoragePartition(StatelessSinkPartition[Envelope]):
             except DatabaseUnavailable:
                 raise
             except StorageError as exc:
+                if isinstance(item, DerivedAlerts):
+                    log.error("derived alerts rejected by the database, dropped: %s", exc)
+                    continue
                 received = (
                     item.received_at if isinstance(item, DeadLetter) else item.record.received_at
                 )

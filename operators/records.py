@@ -147,3 +147,18 @@ class Enriched:
     alerts: list[AlertCandidate] = field(default_factory=list)
     resolutions: list[AlertResolution] = field(default_factory=list)
     commands: list[DeviceCommand] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DerivedAlerts:
+    """Alert changes decided by time rather than by one stored message (a device went silent,
+    a trend crossed a threshold). Storage applies them as they are; after a restart a re-raised
+    alert folds into the one open alert instead of creating a second one."""
+
+    tenant_id: int
+    alerts: list[AlertCandidate] = field(default_factory=list)
+    resolutions: list[AlertResolution] = field(default_factory=list)
+    commands: list[DeviceCommand] = field(default_factory=list)
+
+
+Stored = Enriched | DeadLetter | DerivedAlerts

@@ -27,6 +27,7 @@ from operators.records import (
     AlertCandidate,
     AlertResolution,
     DeadLetter,
+    DerivedAlerts,
     DeviceCommand,
     Enriched,
 )
@@ -44,7 +45,7 @@ from storage.rows import (
 
 log = logging.getLogger(__name__)
 
-Item = Enriched | DeadLetter
+Item = Enriched | DeadLetter | DerivedAlerts
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class BatchWriter:
         result = WriteResult()
         new_keys: set[tuple[str, str, str]] = set()
         with conn.cursor() as cur:
-            for table, rows in rows_by_table(batch).items():
+            stored = [item for item in batch if not isinstance(item, DerivedAlerts)]
+            for table, rows in rows_by_table(stored).items():
                 spec = TABLES[table]
                 cur.execute(_insert_sql(table), columns_of(rows, len(spec.columns)), binary=True)
                 inserted = cur.fetchall()
@@ -160,7 +162,7 @@ class BatchWriter:
             candidates: list[AlertCandidate] = []
             resolutions: list[AlertResolution] = []
             for item in batch:
-                if (
+                if isinstance(item, DerivedAlerts) or (
                     isinstance(item, Enriched)
                     and (item.alerts or item.commands or item.resolutions)
                     and source_key(item) in new_keys
@@ -175,7 +177,7 @@ class BatchWriter:
                 result.alerts.extend(self._resolve_alerts(cur, resolutions))
             from storage.events import append_batch_events  # last: takes the event-order lock
 
-            append_batch_events(cur, batch, result.alerts, new_keys)
+            append_batch_events(cur, stored, result.alerts, new_keys)
         return result
 
     def _upsert_alerts(
