@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from noc.domain import SEVERITIES
 from noc.errors import SettingsError
 
 T = TypeVar("T")
-
-SEVERITIES = ("critical", "high", "medium", "low", "info")
 
 
 def _env(name: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from noc.domain import SEVERITIES
 from operators.records import (
     DeadLetter,
     DeviceAlert,
@@ -89,7 +90,7 @@ class _Alert(msgspec.Struct):
     message_id: MessageId = None
 
 
-_SEVERITIES = frozenset({"critical", "high", "medium", "low", "info"})
+_SEVERITIES = frozenset(SEVERITIES)
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t) for t in (_Telemetry, _Position, _Sensor, _Alert)
 }

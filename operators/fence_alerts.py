@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from noc.domain import SEVERITIES
 from operators.errors import ConfigError
 from operators.geofence_hysteresis import FenceEvent, FenceEventKind
 from operators.records import AlertCandidate, AlertResolution, DeviceCommand, Enriched
-from operators.severity import SEVERITIES
 
 ALERT_TYPE = "geofence_violation"
 WARNING_TEXT = "You are outside your approved zone. Return or call the NOC."

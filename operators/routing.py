@@ -16,8 +16,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from noc.domain import SEVERITIES
 from operators.errors import ConfigError
-from operators.severity import SEVERITIES
 
 CHANNELS = ("sms", "email", "push")
 ROUTING_KEY = "routing"

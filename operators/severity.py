@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from noc.domain import SEVERITIES
 from operators.errors import ConfigError
 from operators.records import (
     AlertCandidate,
@@ -25,7 +26,6 @@ from operators.records import (
 )
 from operators.registry import SiteEntry
 
-SEVERITIES = ("critical", "high", "medium", "low", "info")
 _THRESHOLDS = ("battery_high_below", "battery_medium_below", "temperature_high_above",
                "temperature_low_below")  # fmt: skip
 

@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from noc.domain import SEVERITIES
 from operators.records import DeviceCommand
 from operators.routing import AlertInfo, plan_notifications
 from storage.errors import AlertTransitionError, DatabaseUnavailable, NotFound, StorageError
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("new", "acknowledged", "resolved", "false_alarm")
 OPEN_STATUSES = ("new", "acknowledged")
-SEVERITIES = ("critical", "high", "medium", "low", "info")
 TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
     {("new", "acknowledged"), ("new", "resolved"), ("new", "false_alarm"),
      ("acknowledged", "resolved"), ("acknowledged", "false_alarm")}

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from noc.domain import SEVERITY_RANK
 from operators.records import (
     DeadLetter,
     DeviceAlert,
@@ -161,9 +162,6 @@ def rows_by_table(items: Iterable[Enriched | DeadLetter]) -> dict[str, list[tupl
         table, row = to_row(item)
         grouped[table].append(row)
     return dict(grouped)
-
-
-SEVERITY_RANK = {"critical": 1, "high": 2, "medium": 3, "low": 4, "info": 5}
 
 
 @dataclass(frozen=True)
