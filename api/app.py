@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -75,7 +76,7 @@ def create_app(settings: Settings, *, retention_every_s: float = RETENTION_EVERY
 
     auth = DefineMiddleware(
         TokenAuthMiddleware,
-        exclude=[*PUBLIC_PATHS, f"^{settings.api.ws_path}$"],
+        exclude=[*PUBLIC_PATHS, f"^{re.escape(settings.api.ws_path)}$"],
     )
     return Litestar(
         route_handlers=[

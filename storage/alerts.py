@@ -26,6 +26,7 @@ from noc.domain import SEVERITIES
 from operators.records import DeviceCommand
 from operators.routing import AlertInfo, plan_notifications
 from storage.errors import AlertTransitionError, DatabaseUnavailable, NotFound, StorageError
+from storage.events import append_alert_events
 from storage.outbox import insert_notifications, load_recipients, load_routing
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,9 @@ def _transition(
         )
         _append_history(cur, at, tenant_id, alert_id, to_status, actor, from_status, to_status,
                         note)  # fmt: skip
-        return _fetch_alert(cur, tenant_id, alert_id)
+        alert = _fetch_alert(cur, tenant_id, alert_id)
+        append_alert_events(cur, [alert_id])  # open NOC pages see it (after commit)
+        return alert
 
 
 def _append_history(
@@ -344,6 +347,7 @@ def escalate_due(
             _append_history(cur, now, info.tenant_id, info.alert_id, "escalated", "system",
                             "new", "new", note, details)  # fmt: skip
             done.append(Escalation(info.alert_id, info.tenant_id, tier, queued))
+        append_alert_events(cur, [e.alert_id for e in done])
     return done
 
 

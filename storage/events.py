@@ -13,7 +13,8 @@ resolved, dismissed), ``position`` (latest fix of a guard in a batch), ``device_
 connection), ``zone`` (a zone was created, changed or deleted).
 
 The message a client receives is built by PostgreSQL once per event:
-``{"id": N, "type": ..., "ts": ..., "data": {...}}``.
+``{"id": N, "type": ..., "ts": ..., "data": {...}}``; ``ts`` is when the event was appended
+(``clock_timestamp()``, just before its transaction commits), not the transaction's start.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ _THROTTLES: weakref.WeakKeyDictionary[Any, _Throttle] = weakref.WeakKeyDictionar
 # --- appending (sync: the batch writer and the API's REST handlers) -------------------------
 
 _ALERT_EVENTS = """
-INSERT INTO ws_events (tenant_id, type, payload)
+INSERT INTO ws_events (tenant_id, type, payload, ts)
 SELECT a.tenant_id,
        CASE WHEN u.opened THEN 'alert' ELSE 'alert_update' END,
        jsonb_build_object(
@@ -172,7 +173,8 @@ SELECT a.tenant_id,
            'device_id', a.device_id, 'lat', a.lat, 'lon', a.lon, 'count', a.count,
            'first_seen', a.first_seen, 'last_seen', a.last_seen, 'created_at', a.created_at,
            'acknowledged_by', a.acknowledged_by, 'acknowledged_at', a.acknowledged_at,
-           'closed_by', a.closed_by, 'closed_at', a.closed_at)
+           'closed_by', a.closed_by, 'closed_at', a.closed_at),
+       clock_timestamp()
 FROM unnest(%s::bigint[], %s::boolean[]) WITH ORDINALITY AS u(alert_id, opened, ord)
 JOIN alerts a ON a.alert_id = u.alert_id
 ORDER BY u.ord
@@ -180,8 +182,8 @@ RETURNING event_id
 """
 
 _PLAIN_EVENTS = """
-INSERT INTO ws_events (tenant_id, type, payload)
-SELECT t, ty, p
+INSERT INTO ws_events (tenant_id, type, payload, ts)
+SELECT t, ty, p, clock_timestamp()
 FROM unnest(%s::integer[], %s::text[], %s::jsonb[]) WITH ORDINALITY AS u(t, ty, p, ord)
 ORDER BY ord
 RETURNING event_id

@@ -15,7 +15,7 @@ from api.auth import ACTING_ROLES, Principal, require_role
 from api.dependencies import PoolDep, PrincipalDep, SettingsDep
 from api.errors import BadRequest
 from noc.settings import Settings
-from storage import alerts, events
+from storage import alerts
 
 StatusFilter = Literal["new", "acknowledged", "resolved", "false_alarm", "open"]
 Severity = Literal["critical", "high", "medium", "low", "info"]
@@ -135,13 +135,11 @@ def _act(
     data: AlertAction | None,
     transition: Transition,
 ) -> ActionResult:
-    """The transition and its ``alert_update`` event in one transaction, then the command."""
+    """The transition (with its ``alert_update`` event) in one transaction, then the command."""
     note = data.note if data else ""
     if len(note) > MAX_NOTE:
         raise BadRequest(f"note is longer than {MAX_NOTE} characters")
     with pool.connection() as conn, conn.transaction():
         done = transition(conn, principal.tenant_id, alert_id, principal.subject, note)
-        with conn.cursor() as cur:
-            events.append_alert_events(cur, [alert_id])
     outcome = commands.send(settings.mqtt, done.command) if done.command else None
     return ActionResult(done.alert, outcome)

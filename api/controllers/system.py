@@ -13,6 +13,10 @@ from api.dependencies import ApiDep, PoolDep, PrincipalDep
 from storage import queries
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+PAGE_CSP = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none';"
+    " base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,12 @@ class SystemController(Controller):
 
     @get("/", include_in_schema=False, media_type=MediaType.HTML)
     async def page(self) -> File:
-        """The NOC page (public: it asks for a token itself)."""
-        return File(STATIC_DIR / "index.html", content_disposition_type="inline")
+        """The NOC page (public: it asks for a token itself). Same-origin resources only."""
+        return File(
+            STATIC_DIR / "index.html",
+            content_disposition_type="inline",
+            headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+        )
 
     @get("/api/me", summary="The caller's tenant, role and subject")
     async def me(self, api: ApiDep, principal: PrincipalDep) -> Me:

@@ -258,11 +258,11 @@ def test_a_slow_client_overflows_without_slowing_the_others(small_queue_api: Api
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", api.server.port))
     # no compression: 8 kB of "x" would shrink to nothing and fit in the socket buffers
-    slow = connect(
-        f"{api.ws_url}?token={token}", sock=sock, max_size=None, max_queue=1, compression=None
-    )
-    fast = open_ws(api, token, max_size=None, compression=None)
-    try:
+    slow_url = f"{api.ws_url}?token={token}"
+    with (
+        connect(slow_url, sock=sock, max_size=None, max_queue=1, compression=None) as slow,
+        open_ws(api, token, max_size=None, compression=None) as fast,
+    ):
         head = recv(slow)["last_event_id"]
         assert recv(fast)["type"] == "connected"
         n, batch = 1200, 100
@@ -290,9 +290,6 @@ def test_a_slow_client_overflows_without_slowing_the_others(small_queue_api: Api
         assert messages[-1]["last_event_id"] == (delivered[-1] if delivered else head)
         assert delivered == names_to_ids(api, names)[: len(delivered)]
         assert len(delivered) < n
-    finally:
-        slow.close()
-        fast.close()
     metrics = httpx.get(f"{api.url}/metrics").text
     line = next(
         x for x in metrics.splitlines() if x.startswith("noc_api_ws_overflow_disconnects_total")

@@ -52,15 +52,16 @@ def test_client_resumes_across_an_api_restart(migrated_db: str) -> None:
     writer = threading.Thread(target=write)
     received: list[int] = []
     try:
-        ws = connect(f"{api.url.replace('http', 'ws')}/ws?token={token}")
-        assert json.loads(ws.recv(timeout=10))["type"] == "connected"
-        writer.start()
-        while len(received) < 50:
-            received.append(json.loads(ws.recv(timeout=10))["id"])
-        api.stop()  # graceful: the server closes the socket (1012)
-        with pytest.raises(ConnectionClosed):
-            while True:
+        with connect(f"{api.url.replace('http', 'ws')}/ws?token={token}") as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "connected"
+            writer.start()
+            while len(received) < 50:
                 received.append(json.loads(ws.recv(timeout=10))["id"])
+            api.stop()  # graceful: the server closes the socket (1012)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    received.append(json.loads(ws.recv(timeout=10))["id"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         time.sleep(1.0)  # events keep being written while the API is down
         api.start()
         with connect(
