@@ -28,10 +28,9 @@ from operators.geofence_hysteresis import (
 )
 from operators.geofence_index import Fix, FixBatch, ZoneIndex, ZoneIndexConfig
 from operators.records import Enriched, Position
-from operators.registry import RegistrySnapshot
+from operators.registry import RegistrySnapshot, RegistrySource
 from storage.db import connect
 from storage.errors import DatabaseUnavailable
-from storage.registry import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 class GeofenceStep:
     """``flat_map_batch`` mapper: fills zone fields and ``fence`` of positions. Pure CPU."""
 
-    def __init__(self, registry: RegistryCache, index_config: ZoneIndexConfig | None = None):
+    def __init__(self, registry: RegistrySource, index_config: ZoneIndexConfig | None = None):
         self._registry = registry
         self._index: ZoneIndex = (index_config or ZoneIndexConfig()).build()
         self._version = -1

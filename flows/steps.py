@@ -9,8 +9,8 @@ from flows.envelope import Envelope, Inbound
 from operators.decode import decode
 from operators.enrich import enrich
 from operators.records import DeadLetter, DerivedAlerts, Enriched
+from operators.registry import RegistrySource
 from operators.severity import SeverityRules
-from storage.registry import RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class EnrichStep:
     registered a moment ago is not quarantined.
     """
 
-    def __init__(self, registry: RegistryCache, rules: SeverityRules) -> None:
+    def __init__(self, registry: RegistrySource, rules: SeverityRules) -> None:
         self._registry = registry
         self._rules = rules
 

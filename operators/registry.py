@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from typing import Protocol
 
 from operators.geofence import Zone
 
@@ -36,6 +37,18 @@ class SiteEntry:
     timezone: str = "UTC"
     opens_at: time | None = None
     closes_at: time | None = None
+
+
+class RegistrySource(Protocol):
+    """Where steps get the current snapshot (``storage.registry.RegistryCache`` in the flow)."""
+
+    def get(self) -> RegistrySnapshot:
+        """The current snapshot. Must be cheap: called for every message."""
+        ...
+
+    def refresh_soon(self) -> bool:
+        """Look for registry changes now (rate-limited); True if it looked."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
