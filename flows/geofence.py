@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 
 from flows.envelope import Envelope
-from operators.fence_alerts import ALERT_TYPE, FenceAlertConfig, fence_actions, guard_source
+from operators.fence_alerts import ALERT_TYPE, FenceAlertConfig, fence_actions
 from operators.geofence_hysteresis import (
     Debounce,
     GeofenceConfig,
@@ -87,17 +87,25 @@ class GeofenceStep:
 
 @dataclass
 class _Resume:
-    in_violation: bool
-    last_us: int | None
+    """What the database remembers of every guard when the flow (re)starts."""
+
+    in_violation: set[int]
+    last_us: dict[int, int]
 
 
 class FenceHysteresis:
-    """``stateful_map`` mapper keyed by source; only guards' positions change the state."""
+    """``stateful_map`` mapper keyed by source; only guards' positions change the state.
+
+    The database is read once, at the first fix after a start: guards with an open violation
+    and each guard's last stored fix (within a day). After that only this process raises and
+    clears violations for the guards routed to it, so the snapshot cannot go stale.
+    """
 
     def __init__(self, database_url: str, config: GeofenceConfig, alerts: FenceAlertConfig):
         self._url = database_url
         self._config = config
         self._alerts = alerts
+        self._resume_data: _Resume | None = None
 
     def __call__(
         self, tracker: GeofenceTracker | None, env: Envelope
@@ -106,7 +114,7 @@ class FenceHysteresis:
         if env.fence is None or not isinstance(item, Enriched) or item.guard_id is None:
             return tracker, env
         if tracker is None:
-            tracker = self._config.build(item.guard_id, self._resume(item))
+            tracker = self._config.build(item.guard_id, self._resume(item.guard_id))
         events = tracker.on_fix(item.record.ts, env.fence)
         if events:
             actions = fence_actions(item, events, self._alerts)
@@ -115,31 +123,35 @@ class FenceHysteresis:
             item.commands.extend(actions.commands)
         return tracker, env
 
-    def _resume(self, item: Enriched) -> GuardFenceState | None:
+    def _resume(self, guard_id: int) -> GuardFenceState | None:
         """The guard's state as the database remembers it (None: start fresh)."""
-        assert item.guard_id is not None
-        try:
-            with connect(self._url, autocommit=True, application_name="noc-geofence") as conn:
-                resume = _load_resume(conn, item.tenant_id, item.guard_id, item.record.received_at)
-        except (DatabaseUnavailable, psycopg.Error) as exc:
-            log.warning("cannot rebuild geofence state of guard %s: %s", item.guard_id, exc)
+        if self._resume_data is None:
+            try:
+                with connect(self._url, autocommit=True, application_name="noc-geofence") as c:
+                    self._resume_data = _load_resume(c)
+            except (DatabaseUnavailable, psycopg.Error) as exc:
+                log.warning("cannot rebuild geofence state, starting fresh: %s", exc)
+                self._resume_data = _Resume(set(), {})
+        data = self._resume_data
+        in_violation = guard_id in data.in_violation
+        last_us = data.last_us.get(guard_id)
+        if not in_violation and last_us is None:
             return None
-        if not resume.in_violation and resume.last_us is None:
-            return None
-        fence = Debounce(confirmed="outside") if resume.in_violation else Debounce()
-        return GuardFenceState(item.guard_id, resume.last_us, fence, {})
+        fence = Debounce(confirmed="outside") if in_violation else Debounce()
+        return GuardFenceState(guard_id, last_us, fence, {})
 
 
-def _load_resume(conn: psycopg.Connection, tenant_id: int, guard_id: int, now: object) -> _Resume:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM alerts WHERE tenant_id = %s AND source_id = %s"
-        " AND alert_type = %s AND status IN ('new', 'acknowledged')),"
-        " (SELECT (extract(epoch FROM max(ts)) * 1000000)::bigint FROM positions"
-        "  WHERE guard_id = %s AND ts > %s::timestamptz - interval '1 day')",
-        (tenant_id, guard_source(guard_id), ALERT_TYPE, guard_id, now),
-    ).fetchone()
-    assert row is not None
-    return _Resume(bool(row[0]), None if row[1] is None else int(row[1]))
+def _load_resume(conn: psycopg.Connection) -> _Resume:
+    violating = conn.execute(
+        "SELECT guard_id FROM alerts WHERE alert_type = %s AND guard_id IS NOT NULL"
+        " AND status IN ('new', 'acknowledged')",
+        (ALERT_TYPE,),
+    ).fetchall()
+    last = conn.execute(
+        "SELECT guard_id, (extract(epoch FROM max(ts)) * 1000000)::bigint FROM positions"
+        " WHERE ts > now() - interval '1 day' GROUP BY guard_id"
+    ).fetchall()
+    return _Resume({int(r[0]) for r in violating}, {int(g): int(us) for g, us in last})
 
 
 __all__ = ["ALERT_TYPE", "FenceHysteresis", "GeofenceStep"]

@@ -175,7 +175,7 @@ SELECT a.tenant_id,
            'acknowledged_by', a.acknowledged_by, 'acknowledged_at', a.acknowledged_at,
            'closed_by', a.closed_by, 'closed_at', a.closed_at),
        clock_timestamp()
-FROM unnest(%s::bigint[], %s::boolean[]) WITH ORDINALITY AS u(alert_id, opened, ord)
+FROM unnest(%b::bigint[], %b::boolean[]) WITH ORDINALITY AS u(alert_id, opened, ord)
 JOIN alerts a ON a.alert_id = u.alert_id
 ORDER BY u.ord
 RETURNING event_id
@@ -184,7 +184,7 @@ RETURNING event_id
 _PLAIN_EVENTS = """
 INSERT INTO ws_events (tenant_id, type, payload, ts)
 SELECT t, ty, p, clock_timestamp()
-FROM unnest(%s::integer[], %s::text[], %s::jsonb[]) WITH ORDINALITY AS u(t, ty, p, ord)
+FROM unnest(%b::integer[], %b::text[], %b::jsonb[]) WITH ORDINALITY AS u(t, ty, p, ord)
 ORDER BY ord
 RETURNING event_id
 """

@@ -132,7 +132,8 @@ def test_jitter_raises_nothing_and_an_excursion_raises_one_alert(
     sub.loop_stop()
     with psycopg.connect(migrated_db) as conn:
         alerts = conn.execute(
-            "SELECT source_id, alert_type, severity, status, closed_by FROM alerts ORDER BY 1"
+            "SELECT source_id, alert_type, severity, status, closed_by FROM alerts"
+            " WHERE alert_type = 'geofence_violation' ORDER BY 1"
         ).fetchall()
         statuses = dict(
             conn.execute(
@@ -166,7 +167,10 @@ def test_a_flow_restart_neither_loses_nor_repeats_a_violation(
 
     def alerts() -> list[tuple[object, ...]]:
         with psycopg.connect(migrated_db) as conn:
-            return conn.execute("SELECT alert_type, status, count FROM alerts").fetchall()
+            return conn.execute(
+                "SELECT alert_type, status, count FROM alerts"
+                " WHERE alert_type = 'geofence_violation'"
+            ).fetchall()
 
     def positions() -> int:
         with psycopg.connect(migrated_db) as conn:
@@ -193,5 +197,8 @@ def test_a_flow_restart_neither_loses_nor_repeats_a_violation(
         wait_until(lambda: positions() == 40, 60, "the fixes back inside")
         wait_until(lambda: alerts() == [("geofence_violation", "resolved", 1)], 10, "resolution")
     with psycopg.connect(migrated_db) as conn:
-        history = conn.execute("SELECT action FROM alert_history ORDER BY ts").fetchall()
+        history = conn.execute(
+            "SELECT h.action FROM alert_history h JOIN alerts a USING (alert_id)"
+            " WHERE a.alert_type = 'geofence_violation' ORDER BY h.ts"
+        ).fetchall()
     assert history == [("opened",), ("resolved",)]
