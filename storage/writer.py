@@ -154,7 +154,9 @@ class BatchWriter:
             stored = [item for item in batch if not isinstance(item, DerivedAlerts)]
             for table, rows in rows_by_table(stored).items():
                 spec = TABLES[table]
-                cur.execute(_insert_sql(table), columns_of(rows, len(spec.columns)), binary=True)
+                cur.execute(
+                    insert_rows_sql(table), columns_of(rows, len(spec.columns)), binary=True
+                )
                 inserted = cur.fetchall()
                 new_keys.update((table, str(src), str(mid)) for src, mid in inserted)
                 result.inserted[table] = len(inserted)
@@ -245,7 +247,7 @@ class BatchWriter:
 
 
 @functools.cache
-def _insert_sql(table: str) -> sql.Composed:
+def insert_rows_sql(table: str) -> sql.Composed:
     """``INSERT INTO t (cols) SELECT * FROM unnest(%b::type[], ...) ON CONFLICT DO NOTHING``."""
     spec = TABLES[table]
     arrays = sql.SQL(", ").join(
