@@ -61,6 +61,27 @@ def _cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_db_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from storage.analytics import apply_retention, refresh
+    from storage.db import connect, redact
+
+    with connect(settings.database.url, autocommit=True) as conn:
+        report = refresh(conn, lookback=timedelta(days=args.days))
+        dropped = apply_retention(conn) if args.retention else []
+    stamp = "%Y-%m-%d %H:%M UTC"
+    print(f"database: {redact(settings.database.url)}")
+    print(f"edition:  {report.edition.value}")
+    clamped = " (clamped to the raw-data retention horizon)" if report.clamped else ""
+    print(f"refreshed {', '.join(report.rollups)} from {report.window_start:{stamp}}{clamped}")
+    if report.rows_written is not None:
+        print(f"rollup rows written: {report.rows_written}")
+    for r in dropped:
+        print(f"retention {r.table}: dropped {r.removed} {r.unit} older than {r.cutoff:{stamp}}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from noc.demo import run_demo
 
@@ -139,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(handler=_cmd_db_migrate)
     st = db_sub.add_parser("status", help="schema version, TimescaleDB edition, hypertables")
     st.set_defaults(handler=_cmd_db_status)
+    ref = db_sub.add_parser("refresh", help="refresh analyst rollups; --retention drops old rows")
+    ref.add_argument("--days", type=float, default=3.0, help="recompute the last N days (3)")
+    ref.add_argument("--retention", action="store_true", help="also drop raw rows past retention")
+    ref.set_defaults(handler=_cmd_db_refresh)
 
     zones = sub.add_parser("zones", help="geofence zones")
     zones_sub = zones.add_subparsers(dest="zones_command", required=True)

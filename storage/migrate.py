@@ -99,6 +99,9 @@ def migrate(conn: psycopg.Connection, target: int | None = None) -> MigrationRep
                         "INSERT INTO schema_migrations (version, name, checksum)"
                         " VALUES (%s, %s, %s)",
                         (migration.version, migration.name, migration.checksum),
+                        # Never a server-side prepared statement: the PGlite test server
+                        # shares one backend among all clients, so it would outlive us.
+                        prepare=False,
                     )
                 applied.append(migration)
             after = max([before, *(m.version for m in applied)])

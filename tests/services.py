@@ -50,18 +50,29 @@ def scratch_database(admin_url: str = PG_ADMIN_URL, prefix: str = "noc_test") ->
 
 
 @contextmanager
-def community_schema(prefix: str = "noc_test") -> Iterator[str]:
-    """A fresh schema on the community-edition test server (PGlite + TimescaleDB).
+def community_connection(prefix: str = "noc_test") -> Iterator[psycopg.Connection]:
+    """A connection to the community-edition test server (PGlite + TimescaleDB), working in a
+    fresh schema that is dropped afterwards.
 
-    That server has one database and serves one connection at a time, so tests isolate by
-    schema: the yielded URL sets ``search_path`` to the new schema.
+    That server has one database and one backend shared by every client, and it ignores the
+    ``options`` startup parameter: the search path is set on the connection and the session
+    settings are restored on the way out. Prepared statements are off (they would outlive the
+    connection in the shared backend).
     """
     require_port("127.0.0.1", 5499, "the community-edition TimescaleDB test server")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_COMMUNITY_URL, autocommit=True) as conn:
+    with psycopg.connect(PG_COMMUNITY_URL, autocommit=True, prepare_threshold=None) as conn:
+        saved = conn.execute(
+            "SELECT current_setting('search_path'), current_setting('timezone')"
+        ).fetchone()
+        assert saved is not None
         conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{PG_COMMUNITY_URL}&options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(PG_COMMUNITY_URL, autocommit=True) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (f'"{name}", public',))
+        try:
+            yield conn
+        finally:
+            conn.execute(
+                "SELECT set_config('search_path', %s, false), set_config('timezone', %s, false)",
+                saved,
+            )
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

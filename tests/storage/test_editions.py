@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import psycopg
-
 from storage.edition import Edition
 from storage.migrate import migrate, status
-from tests.services import community_schema
+from tests.services import community_connection
 from tests.storage.test_migrate import HYPERTABLES
 
 
 def test_community_edition_is_detected_and_gets_hypertables() -> None:
-    with community_schema() as url, psycopg.connect(url, autocommit=True) as conn:
+    with community_connection() as conn:
         report = migrate(conn)
         assert report.server.edition == Edition.COMMUNITY
         st = status(conn)
