@@ -8,7 +8,7 @@ only valid data is held to exactly-once.)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -57,42 +57,43 @@ def broker() -> Iterator[PrivateBroker]:
     b.close()
 
 
-def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
-    traffic = seeded_traffic(migrated_db, count=COUNT, malformed=0.02)
-    flow = FlowProcess(migrated_db, broker.port).start()
+def stream_with_fault(url: str, broker: PrivateBroker, fault: Callable[[FlowProcess], None]) -> str:
+    """Publish simulated traffic while ``fault`` runs, then check exactly-once; the flow log."""
+    traffic = seeded_traffic(url, count=COUNT, malformed=0.02)
+    flow = FlowProcess(url, broker.port).start()
     try:
         wait_subscribed(flow)
         publisher = Publisher(broker.port)
         sender = publish_in_background(publisher, traffic.pairs(), RATE)
-        for _ in range(2):
-            time.sleep(1.3)
-            flow.kill()  # SIGKILL mid-stream: unacknowledged messages stay with the broker
-            flow.start()
-        sender.join()
-        publisher.wait_all()
-        publisher.close()
-        assert_exactly_once(migrated_db, traffic, flow)
-    finally:
-        flow.stop()
-
-
-def test_broker_restarted_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
-    traffic = seeded_traffic(migrated_db, count=COUNT, malformed=0.02)
-    flow = FlowProcess(migrated_db, broker.port).start()
-    try:
-        wait_subscribed(flow)
-        publisher = Publisher(broker.port)
-        sender = publish_in_background(publisher, traffic.pairs(), RATE)
-        time.sleep(1.5)
-        broker.restart(down_for=2.0)
+        fault(flow)
         sender.join()
         publisher.wait_all(timeout=180)
         publisher.close()
         assert flow.alive(), flow.output()
-        assert_exactly_once(migrated_db, traffic, flow)
-        assert flow.output().count("connected to") >= 2  # it reconnected by itself
+        assert_exactly_once(url, traffic, flow)
+        return flow.output()
     finally:
         flow.stop()
+        drop_mqtt_session(broker.port, f"{flow.client_id}-0")
+
+
+def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+    def kill_twice(flow: FlowProcess) -> None:
+        for _ in range(2):
+            time.sleep(1.3)
+            flow.kill()  # SIGKILL mid-stream: unacknowledged messages stay with the broker
+            flow.start()
+
+    stream_with_fault(migrated_db, broker, kill_twice)
+
+
+def test_broker_restarted_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+    def restart_broker(_flow: FlowProcess) -> None:
+        time.sleep(1.5)
+        broker.restart(down_for=2.0)
+
+    log = stream_with_fault(migrated_db, broker, restart_broker)
+    assert log.count("connected to") >= 2  # it reconnected by itself
 
 
 def test_postgres_restarted_mid_stream(broker: PrivateBroker) -> None:
@@ -101,22 +102,12 @@ def test_postgres_restarted_mid_stream(broker: PrivateBroker) -> None:
         url = pg.create_database()
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
-        traffic = seeded_traffic(url, count=COUNT, malformed=0.02)
-        flow = FlowProcess(url, broker.port).start()
-        try:
-            wait_subscribed(flow)
-            publisher = Publisher(broker.port)
-            sender = publish_in_background(publisher, traffic.pairs(), RATE)
+
+        def restart_postgres(_flow: FlowProcess) -> None:
             time.sleep(1.5)
             pg.restart(down_for=3.0)
-            sender.join()
-            publisher.wait_all()
-            publisher.close()
-            assert flow.alive(), flow.output()
-            assert_exactly_once(url, traffic, flow)
-            assert "database unavailable" in flow.output()  # it really saw the outage
-        finally:
-            flow.stop()
-            drop_mqtt_session(broker.port, f"{flow.client_id}-0")
+
+        log = stream_with_fault(url, broker, restart_postgres)
+        assert "database unavailable" in log  # it really saw the outage
     finally:
         pg.close()
