@@ -76,7 +76,20 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     # ("guard:42" | "1:gd-1-42" | "dead_letters", Envelope)
     judged = op.stateful_map("fence_hysteresis", keyed, hysteresis)
     # (key, Envelope + geofence violation alert / resolution / device warning)
-    stored = op.key_rm("unkey", judged)
+    from flows.windows import window_key, window_parts  # issue 7: heartbeat, trends, man-down
+
+    roster_source, window_step = window_parts(s, registry)
+    unkeyed = op.key_rm("unkey", judged)
+    # Envelope
+    roster = op.input("roster", flow, roster_source)
+    # RosterTick(Subject | removed): every registered device / guard at start, then changes
+    merged = op.merge("with_roster", unkeyed, roster)
+    # Envelope | RosterTick
+    by_subject = op.key_on("by_subject", merged, window_key)
+    # ("1:gd-1" | "1:guard:7" | "-", Envelope | RosterTick)
+    windowed = op.stateful("windows", by_subject, window_step.build)
+    # (key, Envelope + back-online resolution) | (key, derived(DerivedAlerts)) from timers
+    stored = op.key_rm("unkey_windows", windowed)
     # Envelope
     op.output("store", stored, StorageSink(s.database.url, commands))
     # committed rows, alerts; then PUBACKs and device commands

@@ -192,6 +192,71 @@ class GeofenceSettings:
 
 
 @dataclass(frozen=True)
+class WindowSettings:
+    """Windows of the ingest flow: device heartbeat, telemetry trends, man-down."""
+
+    offline_intervals: int = _env(
+        "NOC_OFFLINE_INTERVALS",
+        3,
+        "A device is offline after this many of its reporting intervals (registry) without a "
+        "message, measured on the flow's clock; its next message resolves the alert.",
+        _positive_int,
+    )
+    lateness_s: float = _env(
+        "NOC_WINDOW_LATENESS_S",
+        30.0,
+        "Bounded lateness of the event-time windows (trends, man-down), seconds: a reading may "
+        "arrive this much later than the newest one and still count; decisions wait this long.",
+        _non_negative_float,
+    )
+    battery_drain_per_hour: float = _env(
+        "NOC_BATTERY_DRAIN_PER_HOUR",
+        20.0,
+        "Battery drain (percentage points per hour, resistant-line slope over the window) that "
+        "raises battery_drain; it clears below 80 % of this.",
+        _positive_float,
+    )
+    battery_window_s: float = _env(
+        "NOC_BATTERY_WINDOW_S",
+        900.0,
+        "Sliding event-time window of the battery drain rate, seconds (at least 600).",
+        _positive_float,
+    )
+    temperature_high: float = _env(
+        "NOC_TEMPERATURE_HIGH",
+        50.0,
+        "Temperature (°C, telemetry or temperature sensors) that raises temperature_sustained "
+        "when exceeded for NOC_TEMPERATURE_SUSTAINED_S; the first reading at or below clears it.",
+        float,
+    )
+    temperature_sustained_s: float = _env(
+        "NOC_TEMPERATURE_SUSTAINED_S",
+        300.0,
+        "How long readings must stay above NOC_TEMPERATURE_HIGH, seconds (event time).",
+        _positive_float,
+    )
+    man_down_radius_m: float = _env(
+        "NOC_MAN_DOWN_RADIUS_M",
+        25.0,
+        "A guard on shift whose fixes stay within this radius (metres) for "
+        "NOC_MAN_DOWN_MINUTES raises a high man_down alert; moving further resolves it.",
+        _positive_float,
+    )
+    man_down_minutes: float = _env(
+        "NOC_MAN_DOWN_MINUTES",
+        10.0,
+        "Minutes without moving more than NOC_MAN_DOWN_RADIUS_M before man_down (event time).",
+        _positive_float,
+    )
+
+    def __post_init__(self) -> None:
+        if self.battery_window_s < 600:
+            raise SettingsError(f"NOC_BATTERY_WINDOW_S={self.battery_window_s!r}: must be >= 600")
+        if not abs(self.temperature_high) < float("inf"):  # also rejects nan
+            raise SettingsError(f"NOC_TEMPERATURE_HIGH={self.temperature_high!r}: must be finite")
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     """NOC API and WebSocket."""
 
@@ -313,6 +378,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     geofence: GeofenceSettings = field(default_factory=GeofenceSettings)
+    windows: WindowSettings = field(default_factory=WindowSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     log_level: str = _env("NOC_LOG_LEVEL", "INFO", "Log level.", _log_level)
@@ -323,6 +389,7 @@ _GROUPS: tuple[tuple[str, type[Any]], ...] = (
     ("mqtt", MqttSettings),
     ("ingest", IngestSettings),
     ("geofence", GeofenceSettings),
+    ("windows", WindowSettings),
     ("api", ApiSettings),
     ("notify", NotifySettings),
 )

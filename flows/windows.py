@@ -1,0 +1,508 @@
+"""Windows step of the ingest flow: device heartbeat, telemetry trends, man-down.
+
+Wiring for :mod:`operators.windows`. Items are keyed by *subject* (a registered device, or a
+guard without one) and go through one ``op.stateful`` step whose logic, :class:`WindowLogic`,
+owns one :class:`~operators.windows.DeviceWindows`:
+
+- a message updates the heartbeat and the event-time windows; if it brings an offline device
+  back, the resolution rides on the message's own :class:`Enriched` (storage applies it only
+  if the message is new, so a redelivery does not resolve twice);
+- alerts decided by time (silence, a trend, a guard not moving) leave as
+  ``derived(DerivedAlerts(...))`` envelopes, from ``on_notify`` (Bytewax calls it when the
+  ``notify_at`` time passes on the wall clock) or from ``on_item``;
+- a **roster** input (:class:`RosterSource`) emits one :class:`RosterTick` per registered
+  device (and per guard without a device) when the flow starts and whenever the registry
+  changes. Without it a key's state would only exist once a message arrived, and a device that
+  stays silent after a restart would never be reported. Ticks also carry interval, kind and
+  shift changes, and removals (whose raised alerts are resolved).
+
+Restart: when a key's state is first built it is rebuilt from the database
+(:class:`HistoryLoader` → ``WindowsConfig.resume``), like the geofence hysteresis is: open
+alerts, the latest stored message and the samples of the last windows. Bytewax recovery
+snapshots work too (``snapshot()`` returns the state; the builder resumes from it) but the
+database is the source of truth: the MQTT source cannot seek, so the flow runs without them.
+
+Known limit (storage): the batch writer applies all raises of a batch before all of its
+resolutions. If one sink batch holds the end of an episode and the start of the next for the
+same (source, type), which takes a backlog replaying both at once, the new raise folds into
+the old alert and is resolved with it. The pure core keeps the decision order
+(``WindowEffects.changes``); ``DerivedAlerts`` and the writer would have to keep it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import StatefulLogic
+from prometheus_client import Counter
+
+from flows.envelope import Envelope, derived
+from noc.settings import Settings, WindowSettings
+from operators.fence_alerts import guard_source
+from operators.heartbeat import ALERT_TYPE as OFFLINE
+from operators.heartbeat import HeartbeatConfig
+from operators.immobility import ALERT_TYPE as MAN_DOWN
+from operators.immobility import ImmobilityConfig
+from operators.records import Enriched, Position
+from operators.trends import BATTERY_DRAIN, TEMPERATURE_SUSTAINED, TrendConfig
+from operators.windows import (
+    BATTERY,
+    POSITION,
+    TEMPERATURE,
+    AlertMemory,
+    DeviceWindows,
+    DeviceWindowsState,
+    History,
+    Sample,
+    Subject,
+    WindowEffects,
+    WindowsConfig,
+    subject_key,
+    subjects_of,
+)
+from storage.db import connect
+from storage.errors import DatabaseUnavailable
+from storage.registry import RegistryCache
+
+log = logging.getLogger(__name__)
+
+PASS_KEY = "-"
+"""Key of items no window watches (dead letters, system health): passed through, no state."""
+
+LATE_SAMPLES = Counter(
+    "noc_window_late_samples_total",
+    "Readings that arrived later than NOC_WINDOW_LATENESS_S allows (stored, not windowed)",
+)
+REBUILDS = Counter(
+    "noc_window_rebuilds_total",
+    "Window states built, by source: database (rebuilt), fresh (nothing stored), unavailable",
+    ["source"],
+)
+WINDOW_ALERTS = Counter(
+    "noc_window_alert_changes_total",
+    "Alerts raised and resolved by the windows step",
+    ["alert_type", "change"],
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RosterTick:
+    """A subject as the registry now describes it; ``removed``: it left the registry."""
+
+    subject: Subject
+    removed: bool = False
+
+
+WindowItem = Envelope | RosterTick
+
+
+def window_key(value: WindowItem) -> str:
+    """Key of the windows step: the device, the guard without a device, or ``PASS_KEY``."""
+    if isinstance(value, RosterTick):
+        return value.subject.key
+    item = value.item
+    if isinstance(item, Enriched):
+        if item.device_id is not None:
+            return subject_key(item.tenant_id, item.device_id, None)
+        if item.guard_id is not None and isinstance(item.record, Position):
+            return subject_key(item.tenant_id, None, item.guard_id)
+    return PASS_KEY
+
+
+def windows_config(settings: WindowSettings) -> WindowsConfig:
+    """The operators' config from the ``NOC_*`` settings (validated eagerly)."""
+    return WindowsConfig(
+        lateness_s=settings.lateness_s,
+        heartbeat=HeartbeatConfig(intervals=settings.offline_intervals),
+        trends=TrendConfig(
+            battery_drain_per_hour=settings.battery_drain_per_hour,
+            battery_window_s=settings.battery_window_s,
+            temperature_high=settings.temperature_high,
+            temperature_sustained_s=settings.temperature_sustained_s,
+        ),
+        immobility=ImmobilityConfig(
+            radius_m=settings.man_down_radius_m, still_minutes=settings.man_down_minutes
+        ),
+    )
+
+
+class SubjectDirectory(Protocol):
+    def subjects(self) -> Mapping[str, Subject]: ...
+
+
+class HistorySource(Protocol):
+    def load(self, subject: Subject, now: datetime) -> History | None: ...
+
+
+class Roster:
+    """Subjects from the cached registry plus the guards' shifts (``guards.on_shift``, read
+    here because the registry snapshot does not carry it), reloaded when the registry
+    version changes (a shift change bumps it)."""
+
+    def __init__(self, registry: RegistryCache, database_url: str) -> None:
+        self._registry = registry
+        self._url = database_url
+        self._version = -1
+        self._subjects: dict[str, Subject] = {}
+        self._conn: psycopg.Connection | None = None
+
+    def subjects(self) -> Mapping[str, Subject]:
+        snapshot = self._registry.get()
+        if snapshot.version != self._version:
+            shifts = self._shifts()
+            if shifts is not None or self._version == -1:
+                self._subjects = subjects_of(snapshot, shifts or {})
+                if shifts is not None:
+                    self._version = snapshot.version
+        return self._subjects
+
+    def _shifts(self) -> dict[int, bool] | None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self._url, autocommit=True, application_name="noc-roster")
+            rows = self._conn.execute("SELECT guard_id, on_shift FROM guards").fetchall()
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("cannot read guard shifts, keeping the last ones: %s", exc)
+            self.close()
+            return None
+        return {int(g): bool(on) for g, on in rows}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+class RosterSource(FixedPartitionedSource[RosterTick, None]):
+    """One partition that polls the roster every ``refresh_s`` (at least 0.1 s) and emits the
+    subjects that are new or changed, and the removed ones. Never ends."""
+
+    def __init__(self, roster: SubjectDirectory, refresh_s: float) -> None:
+        self._roster = roster
+        self._refresh = timedelta(seconds=max(refresh_s, 0.1))
+
+    def list_parts(self) -> list[str]:
+        return ["roster"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RosterPartition:
+        del step_id, for_part, resume_state
+        return _RosterPartition(self._roster, self._refresh)
+
+
+class _RosterPartition(StatefulSourcePartition[RosterTick, None]):
+    def __init__(self, roster: SubjectDirectory, refresh: timedelta) -> None:
+        self._roster = roster
+        self._refresh = refresh
+        self._known: dict[str, Subject] = {}
+        self._seen: Mapping[str, Subject] | None = None
+        self._next = _utcnow()
+
+    def next_batch(self) -> list[RosterTick]:
+        now = _utcnow()
+        if now < self._next:
+            return []
+        self._next = now + self._refresh
+        subjects = self._roster.subjects()
+        if subjects is self._seen:  # unchanged (the roster caches per registry version)
+            return []
+        self._seen = subjects
+        current = dict(subjects)
+        ticks = [RosterTick(s) for key, s in current.items() if self._known.get(key) != s]
+        ticks += [RosterTick(self._known[key], True) for key in self._known.keys() - current]
+        if ticks:
+            log.info("roster: %d subject(s) new, changed or removed", len(ticks))
+        self._known = current
+        return ticks
+
+    def next_awake(self) -> datetime:
+        return self._next
+
+    def snapshot(self) -> None:
+        return None
+
+
+class WindowStep:
+    """Builder of the ``op.stateful`` windows step (``build`` is the builder)."""
+
+    def __init__(
+        self,
+        config: WindowsConfig,
+        directory: SubjectDirectory,
+        history: HistorySource | None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.config = config
+        self._directory = directory
+        self._history = history
+        self.now = now
+        self.started_at = now()
+
+    def build(self, resume: DeviceWindowsState | None) -> WindowLogic:
+        windows = None if resume is None else self.config.build(resume.subject, resume)
+        return WindowLogic(self, windows)
+
+    def bind(self, subject: Subject, now: datetime) -> tuple[DeviceWindows, WindowEffects]:
+        """A key's first state: rebuilt from the database, or fresh when it has nothing."""
+        history = None if self._history is None else self._history.load(subject, now)
+        if history is None:
+            REBUILDS.labels("fresh" if self._history is None else "unavailable").inc()
+            return self.config.build(subject), WindowEffects()
+        REBUILDS.labels("database").inc()
+        return self.config.resume(subject, history, now, self.started_at)
+
+    def subject_for(self, env: Envelope) -> Subject | None:
+        """The registry's subject of a message, or one made from the message itself."""
+        subject = self._directory.subjects().get(window_key(env))
+        if subject is not None:
+            return subject
+        item = env.item
+        if not isinstance(item, Enriched):
+            return None
+        position = isinstance(item.record, Position)
+        return Subject(
+            tenant_id=item.tenant_id,
+            device_id=item.device_id,
+            site_id=item.site_id,
+            guard_id=item.guard_id,
+            tracks_guard=position and item.guard_id is not None,
+        )
+
+
+class WindowLogic(StatefulLogic[WindowItem, Envelope, DeviceWindowsState | None]):
+    """One key's windows. Pass-through keys keep no state (discarded after each item)."""
+
+    def __init__(self, step: WindowStep, windows: DeviceWindows | None) -> None:
+        self._step = step
+        self._windows = windows
+
+    def on_item(self, value: WindowItem) -> tuple[Iterable[Envelope], bool]:
+        now = self._step.now()
+        if isinstance(value, RosterTick):
+            return self._on_tick(value, now)
+        item = value.item
+        if not isinstance(item, Enriched) or window_key(value) == PASS_KEY:
+            return [value], self._windows is None
+        out: list[Envelope] = []
+        if self._windows is None:
+            subject = self._step.subject_for(value)
+            if subject is None:
+                return [value], StatefulLogic.DISCARD
+            self._windows, rebuilt = self._step.bind(subject, now)
+            out.extend(self._derived(rebuilt))
+        late = self._windows.state.late
+        fx = self._windows.on_record(item.record, now)
+        if self._windows.state.late > late:
+            LATE_SAMPLES.inc(self._windows.state.late - late)
+        if fx.on_message:
+            item.resolutions.extend(fx.on_message)
+            for r in fx.on_message:
+                WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
+        out.append(value)
+        out.extend(self._derived(fx))
+        return out, StatefulLogic.RETAIN
+
+    def _on_tick(self, tick: RosterTick, now: datetime) -> tuple[Iterable[Envelope], bool]:
+        if self._windows is None:
+            if tick.removed:
+                return [], StatefulLogic.DISCARD
+            self._windows, rebuilt = self._step.bind(tick.subject, now)
+            return self._derived(rebuilt), StatefulLogic.RETAIN
+        if tick.removed:
+            return self._derived(self._windows.retire(now)), StatefulLogic.DISCARD
+        return self._derived(self._windows.rebind(tick.subject, now)), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Envelope], bool]:
+        if self._windows is None:
+            return [], StatefulLogic.DISCARD
+        return self._derived(self._windows.on_time(self._step.now())), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Envelope], bool]:
+        return [], self._windows is None
+
+    def notify_at(self) -> datetime | None:
+        return None if self._windows is None else self._windows.next_due()
+
+    def snapshot(self) -> DeviceWindowsState | None:
+        return None if self._windows is None else self._windows.snapshot()
+
+    def _derived(self, fx: WindowEffects) -> list[Envelope]:
+        assert self._windows is not None
+        alerts = fx.derived(self._windows.subject.tenant_id)
+        if alerts is None:
+            return []
+        for a in alerts.alerts:
+            WINDOW_ALERTS.labels(a.alert_type, "raised").inc()
+        for r in alerts.resolutions:
+            WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
+        return [derived(alerts)]
+
+
+# -- rebuilding from the database ---------------------------------------------------------------
+
+_ALERTS = """
+SELECT DISTINCT ON (source_id, alert_type)
+       alert_type, status IN ('new', 'acknowledged'), first_seen, closed_at
+FROM alerts
+WHERE tenant_id = %(tenant)s
+  AND (source_id, alert_type) IN (SELECT * FROM unnest(%(sources)s::text[], %(types)s::text[]))
+  AND (status IN ('new', 'acknowledged') OR last_seen > %(recent)s)
+ORDER BY source_id, alert_type, alert_id DESC
+"""
+
+# The latest stored message of the subject, per table (index scans on the idempotency keys).
+_LAST = """
+SELECT max(ts), max(received_at) FROM (
+    (SELECT ts, received_at FROM telemetry WHERE device_id = %(device)s AND ts > %(since)s
+     ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    (SELECT ts, received_at FROM sensor_readings WHERE sensor_id = %(device)s AND ts > %(since)s
+     ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    (SELECT ts, received_at FROM device_alerts WHERE source_id = %(device)s AND ts > %(since)s
+     ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    (SELECT ts, received_at FROM positions WHERE guard_id = %(guard)s AND ts > %(since)s
+     ORDER BY ts DESC LIMIT 1)
+) latest
+"""
+
+_TELEMETRY = """
+SELECT ts, battery, temperature FROM telemetry
+WHERE device_id = %s AND ts >= %s AND (battery IS NOT NULL OR temperature IS NOT NULL)
+"""
+_SENSOR_TEMPERATURE = """
+SELECT ts, value FROM sensor_readings
+WHERE sensor_id = %s AND kind = 'temperature' AND value IS NOT NULL AND ts >= %s
+"""
+_POSITIONS = "SELECT ts, lat, lon, accuracy FROM positions WHERE guard_id = %s AND ts >= %s"
+
+
+class HistoryLoader:
+    """Reads a subject's :class:`History` through one connection it owns (reconnects).
+
+    ``heard_lookback``: how far back the latest stored message is looked for (a device silent
+    for longer counts as never heard, unless its offline alert is still open);
+    ``alert_lookback``: closed alerts older than this are not remembered (open ones always).
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        lookback: timedelta,
+        heard_lookback: timedelta = timedelta(days=30),
+        alert_lookback: timedelta = timedelta(days=7),
+    ) -> None:
+        self._url = database_url
+        self._lookback = lookback
+        self._heard_lookback = heard_lookback
+        self._alert_lookback = alert_lookback
+        self._conn: psycopg.Connection | None = None
+
+    def load(self, subject: Subject, now: datetime) -> History | None:
+        """The subject's history, or None when the database cannot be read (start fresh)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self._url, autocommit=True, application_name="noc-windows")
+            return self._load(self._conn, subject, now)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("cannot rebuild the windows of %s: %s", subject.key, exc)
+            self.close()
+            return None
+
+    def _load(self, conn: psycopg.Connection, subject: Subject, now: datetime) -> History:
+        pairs: list[tuple[str, str]] = []
+        if subject.device_id is not None:
+            d = subject.device_id
+            pairs += [(d, OFFLINE), (d, BATTERY_DRAIN), (d, TEMPERATURE_SUSTAINED)]
+        guard = subject.guard_id if subject.tracks_guard else None
+        if guard is not None:
+            pairs.append((guard_source(guard), MAN_DOWN))
+        alerts: dict[str, AlertMemory] = {}
+        rows: list[Any] = conn.execute(
+            _ALERTS,
+            {
+                "tenant": subject.tenant_id,
+                "sources": [p[0] for p in pairs],
+                "types": [p[1] for p in pairs],
+                "recent": now - self._alert_lookback,
+            },
+        ).fetchall()
+        for alert_type, is_open, first_seen, closed_at in rows:
+            closed = _utc_or_none(closed_at)
+            alerts[alert_type] = AlertMemory(bool(is_open), _utc(first_seen), closed)
+        since_heard = now - self._heard_lookback
+        last = conn.execute(
+            _LAST, {"device": subject.device_id, "guard": guard, "since": since_heard}
+        ).fetchone()
+        last_event = _utc_or_none(last[0]) if last else None
+        last_heard = _utc_or_none(last[1]) if last else None
+        samples: list[Sample] = []
+        if last_event is not None:
+            since = last_event - self._lookback
+            if subject.device_id is not None:
+                for ts, battery, temperature in conn.execute(
+                    _TELEMETRY, (subject.device_id, since)
+                ):
+                    if battery is not None:
+                        samples.append(Sample(_utc(ts), BATTERY, float(battery)))
+                    if temperature is not None:
+                        samples.append(Sample(_utc(ts), TEMPERATURE, float(temperature)))
+                for ts, value in conn.execute(_SENSOR_TEMPERATURE, (subject.device_id, since)):
+                    samples.append(Sample(_utc(ts), TEMPERATURE, float(value)))
+            if guard is not None:
+                for ts, lat, lon, accuracy in conn.execute(_POSITIONS, (guard, since)):
+                    acc = -1.0 if accuracy is None else float(accuracy)
+                    samples.append(Sample(_utc(ts), POSITION, 0.0, float(lat), float(lon), acc))
+        return History(last_heard, last_event, tuple(samples), alerts)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+def _utc_or_none(ts: datetime | None) -> datetime | None:
+    return None if ts is None else ts.astimezone(UTC)
+
+
+def window_parts(settings: Settings, registry: RegistryCache) -> tuple[RosterSource, WindowStep]:
+    """The roster input and the windows step of the ingest flow, from the settings."""
+    config = windows_config(settings.windows)
+    roster = Roster(registry, settings.database.url)
+    history = HistoryLoader(settings.database.url, config.lookback)
+    return (
+        RosterSource(roster, settings.ingest.registry_refresh_s),
+        WindowStep(config, roster, history),
+    )
+
+
+__all__ = [
+    "PASS_KEY",
+    "HistoryLoader",
+    "Roster",
+    "RosterSource",
+    "RosterTick",
+    "WindowLogic",
+    "WindowStep",
+    "window_key",
+    "window_parts",
+    "windows_config",
+]
