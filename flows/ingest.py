@@ -18,6 +18,7 @@ from flows.geofence import FenceHysteresis, GeofenceStep
 from flows.mqtt_source import MqttSource, MqttSourceConfig
 from flows.steps import EnrichStep, decode_step, source_of
 from flows.storage_sink import StorageSink
+from flows.windows import window_key, window_parts
 from noc import logs
 from noc.settings import Settings, load_settings
 from operators.fence_alerts import FenceAlertConfig
@@ -76,8 +77,6 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     # ("guard:42" | "1:gd-1-42" | "dead_letters", Envelope)
     judged = op.stateful_map("fence_hysteresis", keyed, hysteresis)
     # (key, Envelope + geofence violation alert / resolution / device warning)
-    from flows.windows import window_key, window_parts  # issue 7: heartbeat, trends, man-down
-
     roster_source, window_step = window_parts(s, registry)
     unkeyed = op.key_rm("unkey", judged)
     # Envelope

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from noc.domain import SEVERITIES
 from operators.errors import ConfigError
 from operators.geofence_hysteresis import FenceEvent, FenceEventKind
-from operators.records import AlertCandidate, AlertResolution, DeviceCommand, Enriched
+from operators.records import (
+    AlertCandidate,
+    AlertResolution,
+    DeviceCommand,
+    Enriched,
+    alert_for,
+)
 
 ALERT_TYPE = "geofence_violation"
 WARNING_TEXT = "You are outside your approved zone. Return or call the NOC."
@@ -56,19 +62,16 @@ def fence_actions(
             outside = f"{abs(distance):.0f} m outside" if distance is not None else "outside"
             zone = f"zone {event.zone_id}" if event.zone_id is not None else "any approved zone"
             actions.alerts.append(
-                AlertCandidate(
-                    tenant_id=item.tenant_id,
-                    source_id=source,
-                    alert_type=ALERT_TYPE,
-                    severity=config.severity,
-                    message=f"Guard {event.guard_id} left approved zones ({outside} {zone})",
-                    ts=event.time,
-                    site_id=item.site_id,
-                    guard_id=event.guard_id,
-                    device_id=item.device_id,
-                    lat=lat,
-                    lon=lon,
-                    details={"zone_id": event.zone_id, "distance_m": distance},
+                alert_for(
+                    item,
+                    source,
+                    ALERT_TYPE,
+                    config.severity,
+                    f"Guard {event.guard_id} left approved zones ({outside} {zone})",
+                    event.time,
+                    lat,
+                    lon,
+                    {"zone_id": event.zone_id, "distance_m": distance},
                 )
             )
             if item.device_id is not None:

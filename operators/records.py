@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +105,47 @@ class AlertCandidate:
     lat: float | None = None
     lon: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class AlertSubject(Protocol):
+    """Whatever an alert is about: a record's registry facts, or a watched device."""
+
+    @property
+    def tenant_id(self) -> int: ...
+    @property
+    def site_id(self) -> int | None: ...
+    @property
+    def guard_id(self) -> int | None: ...
+    @property
+    def device_id(self) -> str | None: ...
+
+
+def alert_for(
+    subject: AlertSubject,
+    source_id: str,
+    alert_type: str,
+    severity: str,
+    message: str,
+    ts: datetime,
+    lat: float | None = None,
+    lon: float | None = None,
+    details: dict[str, Any] | None = None,
+) -> AlertCandidate:
+    """An alert candidate carrying the subject's tenant, site, guard and device."""
+    return AlertCandidate(
+        tenant_id=subject.tenant_id,
+        source_id=source_id,
+        alert_type=alert_type,
+        severity=severity,
+        message=message,
+        ts=ts,
+        site_id=subject.site_id,
+        guard_id=subject.guard_id,
+        device_id=subject.device_id,
+        lat=lat,
+        lon=lon,
+        details=details or {},
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from operators.records import (
     Enriched,
     SensorReading,
     Telemetry,
+    alert_for,
 )
 from operators.registry import SiteEntry
 
@@ -114,26 +115,6 @@ class SeverityRules:
                 return self._telemetry(item, r)
         return []
 
-    def _candidate(
-        self, item: Enriched, source_id: str, alert_type: str, severity: str, message: str,
-        ts: datetime, lat: float | None = None, lon: float | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> AlertCandidate:  # fmt: skip
-        return AlertCandidate(
-            tenant_id=item.tenant_id,
-            source_id=source_id,
-            alert_type=alert_type,
-            severity=severity,
-            message=message,
-            ts=ts,
-            site_id=item.site_id,
-            guard_id=item.guard_id,
-            device_id=item.device_id,
-            lat=lat,
-            lon=lon,
-            details=details or {},
-        )
-
     def _device_alert(self, item: Enriched, r: DeviceAlert) -> AlertCandidate:
         c = self.config
         severity = c.alert_type_severity.get(r.alert_type, c.unknown_alert_type_severity)
@@ -142,7 +123,7 @@ class SeverityRules:
             if SEVERITIES.index(r.severity) < SEVERITIES.index(severity):
                 severity = r.severity
         message = r.message or f"{r.alert_type.replace('_', ' ')} from {r.source_id}"
-        return self._candidate(item, r.source_id, r.alert_type, severity, message, r.ts,
+        return alert_for(item, r.source_id, r.alert_type, severity, message, r.ts,
                                r.lat, r.lon)  # fmt: skip
 
     def _sensor(
@@ -151,17 +132,17 @@ class SeverityRules:
         c = self.config
         state = r.state.strip().lower() if r.state is not None else None
         if r.kind == "smoke" and (_truthy(r.value) or state in {"alarm", "smoke", "detected"}):
-            return [self._candidate(item, r.sensor_id, "smoke", c.smoke_severity,
+            return [alert_for(item, r.sensor_id, "smoke", c.smoke_severity,
                                     f"Smoke detected by {r.sensor_id}", r.ts)]  # fmt: skip
         if r.kind == "temperature" and r.value is not None:
             if r.value > c.temperature_high_above or r.value < c.temperature_low_below:
-                return [self._candidate(
+                return [alert_for(
                     item, r.sensor_id, "temperature_out_of_range", c.temperature_severity,
                     f"Temperature {r.value:g} °C at {r.sensor_id}", r.ts,
                     details={"value": r.value})]  # fmt: skip
         if r.kind == "door" and (state == "open" or (state is None and _truthy(r.value))):
             if site is not None and not is_open(site, r.ts):
-                return [self._candidate(
+                return [alert_for(
                     item, r.sensor_id, "door_after_hours", c.door_after_hours_severity,
                     f"Door {r.sensor_id} opened outside site hours", r.ts)]  # fmt: skip
         return []
@@ -171,14 +152,14 @@ class SeverityRules:
         found: list[AlertCandidate] = []
         if r.battery is not None and r.battery < c.battery_medium_below:
             severity = "high" if r.battery < c.battery_high_below else "medium"
-            found.append(self._candidate(
+            found.append(alert_for(
                 item, r.device_id, "low_battery", severity,
                 f"Battery {r.battery:g}% on {r.device_id}", r.ts,
                 details={"battery": r.battery}))  # fmt: skip
         if r.temperature is not None and (
             r.temperature > c.temperature_high_above or r.temperature < c.temperature_low_below
         ):
-            found.append(self._candidate(
+            found.append(alert_for(
                 item, r.device_id, "device_temperature", c.temperature_severity,
                 f"Device temperature {r.temperature:g} °C on {r.device_id}", r.ts,
                 details={"temperature": r.temperature}))  # fmt: skip

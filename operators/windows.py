@@ -72,6 +72,7 @@ from operators.records import (
     Position,
     SensorReading,
     Telemetry,
+    alert_for,
 )
 from operators.registry import RegistrySnapshot
 
@@ -563,21 +564,7 @@ class DeviceWindows:
         lat: float | None = None, lon: float | None = None,
         details: dict[str, Any] | None = None,
     ) -> AlertCandidate:  # fmt: skip
-        s = self.subject
-        return AlertCandidate(
-            tenant_id=s.tenant_id,
-            source_id=source,
-            alert_type=alert_type,
-            severity=severity,
-            message=message,
-            ts=ts,
-            site_id=s.site_id,
-            guard_id=s.guard_id,
-            device_id=s.device_id,
-            lat=lat,
-            lon=lon,
-            details=details or {},
-        )
+        return alert_for(self.subject, source, alert_type, severity, message, ts, lat, lon, details)
 
     def _resolution(self, alert_type: str, source: str, ts: datetime, note: str) -> AlertResolution:
         return AlertResolution(self.subject.tenant_id, source, alert_type, ts, note)

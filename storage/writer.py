@@ -33,6 +33,7 @@ from operators.records import (
 )
 from storage.db import connect
 from storage.errors import DatabaseUnavailable, StorageError
+from storage.events import append_batch_events
 from storage.outbox import enqueue_notifications
 from storage.rows import (
     TABLES,
@@ -177,8 +178,7 @@ class BatchWriter:
                 enqueue_notifications(cur, [a for a in result.alerts if a.opened])
             if resolutions:
                 result.alerts.extend(self._resolve_alerts(cur, resolutions))
-            from storage.events import append_batch_events  # last: takes the event-order lock
-
+            # Last statement: it takes the event-order lock, held until commit.
             append_batch_events(cur, stored, result.alerts, new_keys)
         return result
 
