@@ -96,6 +96,8 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         self._queue: deque[Inbound] = deque()
         self._connected = threading.Event()
         self._outbound = outbound_matcher(config.outbound_template)
+        self._received = metrics.MQTT_RECEIVED.labels(part)  # per message: bound once
+        self._acked = metrics.MQTT_ACKED.labels(part)
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
@@ -152,14 +154,16 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
             metrics.MQTT_OUTBOUND_SKIPPED.labels(self._part).inc()
             return
         self._queue.append(Inbound(msg.topic, bytes(msg.payload), self._now(), token))
-        metrics.MQTT_RECEIVED.labels(self._part).inc()
+        self._received.inc()
 
     # Bytewax worker thread -----------------------------------------------------------
     def next_batch(self) -> list[Inbound]:
         """Acknowledge what has committed, then hand over what arrived. Never blocks."""
-        for mid in self._ledger.take_ackable():
+        ackable = self._ledger.take_ackable()
+        for mid in ackable:
             self._client.ack(mid, 1)
-            metrics.MQTT_ACKED.labels(self._part).inc()
+        if ackable:
+            self._acked.inc(len(ackable))
         metrics.MQTT_IN_FLIGHT.labels(self._part).set(self._ledger.in_flight)
         batch: list[Inbound] = []
         queue = self._queue

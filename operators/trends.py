@@ -111,8 +111,12 @@ class TrendConfig:
 @dataclass
 class BatteryState:
     samples: list[tuple[datetime, float]] = field(default_factory=list)
-    """Readings of the window, oldest first."""
+    """Readings of the window, oldest first (immutable tuples: a copy of the list suffices)."""
     raised_at: datetime | None = None
+
+    def copy(self) -> BatteryState:
+        """An independent copy, O(samples) without copying the immutable samples."""
+        return BatteryState(list(self.samples), self.raised_at)
 
 
 @dataclass
@@ -127,6 +131,10 @@ class TemperatureState:
 class TrendState:
     battery: BatteryState = field(default_factory=BatteryState)
     temperature: TemperatureState = field(default_factory=TemperatureState)
+
+    def copy(self) -> TrendState:
+        """An independent copy (no field is shared with this state)."""
+        return TrendState(self.battery.copy(), copy.copy(self.temperature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,4 +234,4 @@ class Trends:
         return TrendEvent(TEMPERATURE_SUSTAINED, False, ts, since or ts, value, details)
 
     def snapshot(self) -> TrendState:
-        return copy.deepcopy(self.state)
+        return self.state.copy()

@@ -255,6 +255,10 @@ class StreamState:
     pending: list[Sample] = field(default_factory=list)
     """Accepted samples not yet released, sorted."""
 
+    def copy(self) -> StreamState:
+        """An independent copy (samples are immutable: the list is copied, not them)."""
+        return StreamState(self.base, self.seen_at, self.released_upto, list(self.pending))
+
     def watermark(self, now: datetime) -> datetime | None:
         if self.base is None or self.seen_at is None:
             return None
@@ -263,7 +267,7 @@ class StreamState:
 
 @dataclass
 class DeviceWindowsState:
-    """Everything one key remembers; ``DeviceWindows.snapshot()`` returns a deep copy."""
+    """Everything one key remembers; ``DeviceWindows.snapshot()`` returns a copy."""
 
     subject: Subject
     streams: dict[str, StreamState] = field(default_factory=dict)
@@ -273,6 +277,21 @@ class DeviceWindowsState:
     heartbeat: hb.HeartbeatState = field(default_factory=hb.HeartbeatState)
     trends: tr.TrendState = field(default_factory=tr.TrendState)
     immobility: imm.ImmobilityState = field(default_factory=imm.ImmobilityState)
+
+    def copy(self) -> DeviceWindowsState:
+        """An independent copy that shares only immutable values (subject, samples, times).
+
+        Bytewax takes a snapshot of every key it touched at each epoch: this must stay cheap
+        (a deep copy of the sample windows cost a quarter of the flow's CPU at 5,000 msg/s).
+        """
+        return DeviceWindowsState(
+            self.subject,
+            {metric: stream.copy() for metric, stream in self.streams.items()},
+            self.late,
+            copy.copy(self.heartbeat),
+            self.trends.copy(),
+            copy.copy(self.immobility),
+        )
 
 
 @dataclass(frozen=True)
@@ -446,7 +465,8 @@ class DeviceWindows:
         return fx
 
     def snapshot(self) -> DeviceWindowsState:
-        return copy.deepcopy(self.state)
+        """A copy of the state; later changes to these windows do not show in it."""
+        return self.state.copy()
 
     # -- event time -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from dataclasses import dataclass, field, replace
@@ -287,6 +288,39 @@ def test_a_device_clock_running_ahead_does_not_make_real_readings_late() -> None
     windows.on_record(reading(10, 55, received=10), at(10))
     assert windows.state.late == 0
     assert windows.watermark("temperature", at(10)) == at(-20)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3_600),
+            st.integers(0, 100),
+            st.floats(10, 60),
+            st.integers(-50, 50),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(0, 39),
+)
+@settings(max_examples=60, deadline=None)
+def test_snapshot_is_unaffected_by_later_records(
+    feed_spec: list[tuple[int, int, float, int]], cut: int
+) -> None:
+    """A snapshot equals a deep copy taken at the same moment, whatever the windows see next."""
+    windows = CONFIG.build(DEVICE)
+    records: list[DataRecord] = []
+    for t, battery, temperature, north in feed_spec:
+        records.append(telemetry(t, battery, temperature, received=t))
+        records.append(fix(t, north_m=north, received=t))
+    cut = min(cut, len(feed_spec)) * 2
+    for r in records[:cut]:
+        windows.on_record(r, r.received_at)
+    snapshot, reference = windows.snapshot(), copy.deepcopy(windows.state)
+    for r in records[cut:]:
+        windows.on_record(r, r.received_at)
+    windows.on_time(at(10**6))
+    assert snapshot == reference
 
 
 def test_snapshot_resumes_with_the_same_output() -> None:
