@@ -46,11 +46,16 @@ class AckLedger:
 
     def received(self, mid: int) -> AckToken:
         """Register a message that needs a PUBACK once committed."""
+        return self.received_many([mid])[0]
+
+    def received_many(self, mids: list[int]) -> list[AckToken]:
+        """Register messages in arrival order (one lock for all of them)."""
         with self._lock:
             seq = self._next_seq
-            self._next_seq += 1
-            self._pending.append((seq, mid))
-            return AckToken(self.partition, self._generation, seq)
+            self._next_seq += len(mids)
+            gen = self._generation
+            self._pending.extend(zip(range(seq, seq + len(mids)), mids, strict=True))
+            return [AckToken(self.partition, gen, s) for s in range(seq, seq + len(mids))]
 
     def committed(self, tokens: Iterable[AckToken]) -> None:
         """Mark tokens as durably stored; tokens of older connections are ignored."""
@@ -59,15 +64,23 @@ class AckLedger:
                 if token.generation == self._generation:
                     self._committed.add(token.seq)
 
-    def take_ackable(self) -> list[int]:
-        """Packet ids that may be acknowledged now: the committed prefix, in arrival order."""
+    def take_ackable(self) -> tuple[int, list[int]]:
+        """``(generation, packet ids)`` that may be acknowledged now: the committed prefix of
+        the current connection, in arrival order. Send them only while ``generation`` is
+        still current (:attr:`generation`)."""
         mids: list[int] = []
         with self._lock:
             while self._pending and self._pending[0][0] in self._committed:
                 seq, mid = self._pending.popleft()
                 self._committed.discard(seq)
                 mids.append(mid)
-        return mids
+            return self._generation, mids
+
+    @property
+    def generation(self) -> int:
+        """Counts connections (and disconnections): tokens of an older one are void."""
+        with self._lock:
+            return self._generation
 
     @property
     def in_flight(self) -> int:

@@ -11,6 +11,10 @@ MQTT_OUTBOUND_SKIPPED = Counter(
     "Own outbound command messages seen and skipped",
     ["partition"],
 )
+MQTT_HANDED_OFF = Counter(
+    "noc_mqtt_priority_copies_paired_total",
+    "Bulk copies of priority-topic messages left to the priority partition",
+)
 MQTT_CONNECTED = Gauge("noc_mqtt_connected", "1 while connected to the broker", ["partition"])
 MQTT_CONNECTS = Counter(
     "noc_mqtt_connects_total", "Successful (re)connections to the broker", ["partition"]
@@ -24,11 +28,20 @@ DEAD_LETTERS = Counter(
 )
 BATCH_SECONDS = Histogram(
     "noc_storage_batch_seconds",
-    "Time to store one batch (one transaction)",
+    "Time to store one batch (one transaction), per storage lane",
+    ["lane"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BATCH_SIZE = Histogram(
-    "noc_storage_batch_items", "Items per stored batch", buckets=(1, 10, 50, 100, 500, 1000, 5000)
+    "noc_storage_batch_items",
+    "Items per stored batch, per storage lane",
+    ["lane"],
+    buckets=(1, 10, 50, 100, 500, 1000, 5000),
+)
+STORE_QUEUED = Gauge(
+    "noc_storage_queued_items",
+    "Items handed to a background storage lane, not yet committed",
+    ["lane"],
 )
 ROWS_INSERTED = Counter("noc_storage_rows_inserted_total", "Rows inserted", ["table"])
 DUPLICATES = Counter(

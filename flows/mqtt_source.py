@@ -1,11 +1,16 @@
-"""Bytewax source for MQTT (paho-mqtt 2): persistent QoS 1 sessions, acks after commit.
+"""Bytewax source for MQTT: persistent QoS 1 sessions, acknowledged only after commit.
 
-Each partition is one MQTT client with a fixed client id and ``clean_session=False``, so the
-broker keeps its subscriptions and queues messages while the flow is down. With
-``manual_ack=True`` a message is acknowledged only when the storage sink reports that its batch
-has committed (see :mod:`flows.acks`); anything unacknowledged is redelivered after a crash or a
-reconnect. The paho network thread reconnects with backoff on its own, so the flow keeps running
-while the broker is down.
+Each partition is one :class:`~flows.mqtt_consumer.MqttConsumer` with a fixed client id and
+``clean_session=False``, so the broker keeps its subscriptions and queues messages while the
+flow is down. A message is acknowledged only when the storage sink reports that the transaction
+holding it has committed (see :mod:`flows.acks`); anything unacknowledged is redelivered after
+a crash or a reconnect. The consumer reconnects with backoff on its own, so the flow keeps
+running while the broker is down.
+
+Priority topics (``NOC_MQTT_PRIORITY_TOPICS``, default ``alert/#``) also have a partition of
+their own, so the broker never holds a panic behind the bulk partition's unacknowledged
+telemetry (its in-flight window), and the worker lets a priority batch pass through the steps
+alone (see :mod:`flows.handoff`).
 """
 
 from __future__ import annotations
@@ -17,21 +22,43 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import paho.mqtt.client as mqtt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from paho.mqtt.enums import CallbackAPIVersion
 
 from flows import metrics
-from flows.acks import AckLedger, ledger_for
+from flows.acks import AckLedger, AckToken, commit, ledger_for
 from flows.envelope import Inbound
+from flows.handoff import Handoff, handoff_for
+from flows.mqtt_codec import Publish
+from flows.mqtt_consumer import ConsumerConfig, MqttConsumer
 
 log = logging.getLogger(__name__)
 
 #: Everything is consumed, so a topic outside the contract is dead-lettered rather than unseen;
 #: the flow's own outbound command topic is recognised and skipped.
 TOPIC_FILTERS = ("#",)
+
+_MICROSECOND = timedelta(microseconds=1)
+
+PRIORITY_PART = "priority"
+"""The partition (client id ``PREFIX-priority``) that consumes only the priority topics."""
+
+
+def filter_matcher(filters: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex matching every topic that any of the MQTT topic ``filters`` matches (None for
+    no filters). ``+`` is one level, a trailing ``#`` is that level and everything below."""
+    if not filters:
+        return None
+    patterns = []
+    for f in filters:
+        levels = f.split("/")
+        tail = ""
+        if levels[-1] == "#":
+            levels.pop()
+            tail = "(?:/.*)?" if levels else ".*"
+        body = "/".join("[^/]*" if level == "+" else re.escape(level) for level in levels)
+        patterns.append(body + tail)
+    return re.compile("^(?:" + "|".join(patterns) + ")$")
 
 
 def outbound_matcher(template: str) -> re.Pattern[str]:
@@ -51,10 +78,11 @@ class MqttSourceConfig:
     keepalive_s: int = 30
     username: str = ""
     password: str = ""
-    batch_max: int = 2000
+    batch_max: int = 250
     idle_wait: timedelta = timedelta(milliseconds=20)
     share_group: str = "noc"
     outbound_template: str = "device/{device_id}/commands"
+    priority_topics: tuple[str, ...] = ("alert/#",)
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -62,15 +90,20 @@ class MqttSourceConfig:
         if not self.client_id_prefix:
             raise ValueError("client_id_prefix must not be empty")
 
-    def topic_filters(self) -> list[str]:
-        """Subscriptions: shared among partitions when there is more than one."""
+    def topic_filters(self, part: str = "0") -> list[str]:
+        """Subscriptions of a partition: the priority partition takes the priority topics
+        alone; bulk partitions take everything, shared among them when there are several."""
+        if part == PRIORITY_PART:
+            return list(self.priority_topics)
         if self.partitions == 1:
             return list(TOPIC_FILTERS)
         return [f"$share/{self.share_group}/{t}" for t in TOPIC_FILTERS]
 
 
 class MqttSource(FixedPartitionedSource[Inbound, None]):
-    """One partition per MQTT client id (``PREFIX-0`` .. ``PREFIX-N-1``)."""
+    """One partition per MQTT client id: ``PREFIX-0`` .. ``PREFIX-N-1`` for everything, and
+    ``PREFIX-priority`` for the priority topics when there are any (see :mod:`flows.handoff`).
+    """
 
     def __init__(
         self, config: MqttSourceConfig, now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -79,7 +112,8 @@ class MqttSource(FixedPartitionedSource[Inbound, None]):
         self._now = now
 
     def list_parts(self) -> list[str]:
-        return [str(i) for i in range(self._config.partitions)]
+        parts = [str(i) for i in range(self._config.partitions)]
+        return [*parts, PRIORITY_PART] if self._config.priority_topics else parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
         del step_id, resume_state  # the broker session is the resume state
@@ -94,38 +128,35 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         self._client_id = f"{config.client_id_prefix}-{part}"
         self._ledger: AckLedger = ledger_for(self._client_id)
         self._queue: deque[Inbound] = deque()
+        self._last_at = datetime.min.replace(tzinfo=UTC)
+        self._is_priority_part = part == PRIORITY_PART
+        self._handoff: Handoff[Inbound] = handoff_for(config.client_id_prefix)
+        self._priority = None if self._is_priority_part else filter_matcher(config.priority_topics)
         self._connected = threading.Event()
         self._outbound = outbound_matcher(config.outbound_template)
         self._received = metrics.MQTT_RECEIVED.labels(part)  # per message: bound once
         self._acked = metrics.MQTT_ACKED.labels(part)
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        if config.username:
-            client.username_pw_set(config.username, config.password or None)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self._client = client
-        client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
-        client.loop_start()
+        self._consumer = MqttConsumer(
+            ConsumerConfig(
+                host=config.host,
+                port=config.port,
+                client_id=self._client_id,
+                filters=tuple(config.topic_filters(part)),
+                keepalive_s=config.keepalive_s,
+                username=config.username,
+                password=config.password,
+            ),
+            on_messages=self._on_messages,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        ).start()
 
-    # paho network thread -------------------------------------------------------------
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        del userdata, properties
-        if reason.is_failure:
-            log.warning("mqtt %s: connection refused: %s", self._client_id, reason)
-            return
+    # consumer thread ------------------------------------------------------------------
+    def _on_connect(self, session_present: bool) -> None:
         self._ledger.new_connection()
-        client.subscribe([(t, 1) for t in self._config.topic_filters()])
         self._connected.set()
+        if self._is_priority_part:
+            self._handoff.priority_connected = True
         metrics.MQTT_CONNECTED.labels(self._part).set(1)
         metrics.MQTT_CONNECTS.labels(self._part).inc()
         log.info(
@@ -133,43 +164,81 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
             self._client_id,
             self._config.host,
             self._config.port,
-            getattr(flags, "session_present", "?"),
+            session_present,
         )
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        del client, userdata, flags, properties
+    def _on_disconnect(self, reason: str) -> None:
         self._connected.clear()
+        if self._is_priority_part:
+            self._handoff.priority_connected = False
         self._ledger.new_connection()
         metrics.MQTT_CONNECTED.labels(self._part).set(0)
         log.warning("mqtt %s: disconnected (%s); reconnecting", self._client_id, reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        del client, userdata
-        token = self._ledger.received(msg.mid) if msg.qos > 0 else None
-        if self._outbound.match(msg.topic):
-            if token is not None:  # our own command echoed back: nothing to store
-                self._ledger.committed([token])
-            metrics.MQTT_OUTBOUND_SKIPPED.labels(self._part).inc()
-            return
-        self._queue.append(Inbound(msg.topic, bytes(msg.payload), self._now(), token))
-        self._received.inc()
+    def _on_messages(self, messages: list[Publish]) -> None:
+        now = self._now()
+        mids = [m.mid for m in messages if m.mid is not None]
+        tokens = iter(self._ledger.received_many(mids))
+        done: list[AckToken | None] = []  # nothing (more) to store: acknowledge at once
+        handoff = self._handoff
+        for msg in messages:
+            token = next(tokens) if msg.mid is not None else None
+            topic = msg.topic
+            if self._outbound.match(topic):  # our own command echoed back
+                done.append(token)
+                metrics.MQTT_OUTBOUND_SKIPPED.labels(self._part).inc()
+                continue
+            # Receipt times are strictly increasing per partition: they are part of a dead
+            # letter's identity, so two identical bad messages stay two rows.
+            at = now if now > self._last_at else self._last_at + _MICROSECOND
+            self._last_at = at
+            inbound = Inbound(topic, msg.payload, at, token)
+            if self._is_priority_part:
+                paired = handoff.priority_copy(topic, msg.payload)
+                if paired is not None:  # the bulk copy was waiting for this one
+                    done.append(paired.token)
+                    metrics.MQTT_HANDED_OFF.inc()
+            elif self._priority is not None and self._priority.match(topic):
+                verdict = handoff.bulk_copy(topic, msg.payload, inbound)
+                if verdict == "paired":  # the priority partition has this message
+                    done.append(token)
+                    metrics.MQTT_HANDED_OFF.inc()
+                    continue
+                if verdict == "held":
+                    continue
+            self._queue.append(inbound)
+        if self._is_priority_part:
+            handoff.priority_queued = len(self._queue)
+        commit(done)
+        self._received.inc(len(messages))
 
     # Bytewax worker thread -----------------------------------------------------------
     def next_batch(self) -> list[Inbound]:
-        """Acknowledge what has committed, then hand over what arrived. Never blocks."""
-        ackable = self._ledger.take_ackable()
-        for mid in ackable:
-            self._client.ack(mid, 1)
-        if ackable:
-            self._acked.inc(len(ackable))
+        """Acknowledge what has committed, then hand over what arrived. Never blocks.
+
+        At most ``batch_max`` messages: a priority message waits for at most one such batch
+        to pass through the steps, and then passes alone (bulk partitions hand over nothing
+        while priority messages are queued or on their way).
+        """
+        self._send_acks()
         metrics.MQTT_IN_FLIGHT.labels(self._part).set(self._ledger.in_flight)
         batch: list[Inbound] = []
         queue = self._queue
+        if not self._is_priority_part:
+            queue.extend(self._handoff.expired())  # bulk copies the priority side never got
+            if self._handoff.priority_first():
+                return batch
         while queue and len(batch) < self._config.batch_max:
             batch.append(queue.popleft())
+        if self._is_priority_part:
+            self._handoff.priority_queued = len(queue)
+            self._handoff.priority_polled = bool(batch)
         return batch
+
+    def _send_acks(self) -> None:
+        generation, mids = self._ledger.take_ackable()
+        if mids and self._consumer.ack(mids, lambda: self._ledger.generation == generation):
+            self._acked.inc(len(mids))
 
     def next_awake(self) -> datetime | None:
         if self._queue:
@@ -180,7 +249,5 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         return None
 
     def close(self) -> None:
-        for mid in self._ledger.take_ackable():
-            self._client.ack(mid, 1)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._send_acks()
+        self._consumer.close()

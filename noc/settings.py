@@ -101,6 +101,19 @@ def _topic_template(raw: str) -> str:
     return raw
 
 
+def _topic_filters(raw: str) -> tuple[str, ...]:
+    filters = tuple(f.strip() for f in raw.split(",") if f.strip())
+    for f in filters:
+        levels = f.split("/")
+        if (
+            f.startswith("$")
+            or "#" in levels[:-1]
+            or any(("#" in level or "+" in level) and len(level) > 1 for level in levels)
+        ):
+            raise ValueError(f"{f!r} is not an MQTT topic filter like alert/# or sensor/+/smoke")
+    return filters
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """PostgreSQL / TimescaleDB connection."""
@@ -138,6 +151,13 @@ class MqttSettings:
         _positive_int,
     )
     keepalive_s: int = _env("NOC_MQTT_KEEPALIVE", 30, "MQTT keepalive in seconds.", _positive_int)
+    priority_topics: tuple[str, ...] = _env(
+        "NOC_MQTT_PRIORITY_TOPICS",
+        ("alert/#",),
+        "Comma-separated topic filters whose messages overtake queued traffic: handed to the "
+        "flow first and stored in their own small transactions (empty: no priority).",
+        _topic_filters,
+    )
     commands_topic: str = _env(
         "NOC_TOPIC_COMMANDS",
         "device/{device_id}/commands",
@@ -151,7 +171,18 @@ class IngestSettings:
     """Ingest flow batching and registry refresh."""
 
     batch_max_rows: int = _env(
-        "NOC_BATCH_MAX_ROWS", 2000, "Most messages the source hands over per batch.", _positive_int
+        "NOC_BATCH_MAX_ROWS",
+        250,
+        "Most messages the source hands over per batch: a priority message waits for at most "
+        "one such batch to pass through the steps. Storage coalesces batches into larger "
+        "transactions (NOC_STORE_MAX_ROWS).",
+        _positive_int,
+    )
+    store_max_rows: int = _env(
+        "NOC_STORE_MAX_ROWS",
+        5000,
+        "Most queued messages the background writer stores in one transaction.",
+        _positive_int,
     )
     batch_max_wait_ms: int = _env(
         "NOC_BATCH_MAX_WAIT_MS", 5, "Poll interval of an idle MQTT source, ms.", _positive_int
@@ -437,5 +468,7 @@ def describe() -> list[tuple[str, str, str]]:
     for _attr, cls in groups:
         for f in fields(cls):
             if "env" in f.metadata:
-                rows.append((f.metadata["env"], f.metadata["doc"], str(f.default)))
+                default = f.default
+                shown = ",".join(default) if isinstance(default, tuple) else str(default)
+                rows.append((f.metadata["env"], f.metadata["doc"], shown))
     return rows

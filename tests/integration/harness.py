@@ -64,6 +64,16 @@ class FlowProcess:
         self.log = tempfile.NamedTemporaryFile(prefix="noc-flow-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def session_ids(self) -> list[str]:
+        """The broker sessions the flow creates (one bulk partition and the priority one)."""
+        return [f"{self.client_id}-0", f"{self.client_id}-priority"]
+
+    def drop_sessions(self, port: int) -> None:
+        """Remove the flow's persistent sessions from the broker on ``port``."""
+        for client_id in self.session_ids:
+            drop_mqtt_session(port, client_id)
+
     def start(self) -> FlowProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "flows.ingest"],
@@ -280,4 +290,4 @@ def running_flow(database_url: str, mqtt_port: int) -> Iterator[FlowProcess]:
         yield flow
     finally:
         flow.stop()
-        drop_mqtt_session(mqtt_port, f"{flow.client_id}-0")
+        flow.drop_sessions(mqtt_port)

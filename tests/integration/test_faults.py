@@ -19,7 +19,6 @@ from tests.integration.harness import (
     PrivateBroker,
     PrivatePostgres,
     Publisher,
-    drop_mqtt_session,
     publish_in_background,
     wait_until,
 )
@@ -74,7 +73,7 @@ def stream_with_fault(url: str, broker: PrivateBroker, fault: Callable[[FlowProc
         return flow.output()
     finally:
         flow.stop()
-        drop_mqtt_session(broker.port, f"{flow.client_id}-0")
+        flow.drop_sessions(broker.port)
 
 
 def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
