@@ -16,9 +16,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import bytewax.operators as op
 import psycopg
+from bytewax.dataflow import Stream
 
 from flows.envelope import Envelope
+from flows.steps import source_of
 from operators.fence_alerts import ALERT_TYPE, FenceAlertConfig, fence_actions
 from operators.geofence_hysteresis import (
     Debounce,
@@ -155,3 +158,18 @@ def _load_resume(conn: psycopg.Connection) -> _Resume:
 
 
 __all__ = ["ALERT_TYPE", "FenceHysteresis", "GeofenceStep"]
+
+
+def judge_fixes(
+    step_id: str, up: Stream[Envelope], hysteresis: FenceHysteresis
+) -> Stream[Envelope]:
+    """Per-guard hysteresis for the fixes that have a geofence answer; everything else passes
+    by unkeyed. (Keying every message by its device only to pass it through cost a logic
+    object per message and made each of them a key for Bytewax to visit at every epoch.)"""
+    fixes = op.branch(f"{step_id}_fixes", up, lambda e: e.fence is not None)
+    # trues: Envelope(position, fence=FixResult); falses: every other Envelope
+    keyed = op.key_on(f"{step_id}_by_guard", fixes.trues, source_of)
+    # ("guard:42", Envelope)
+    judged = op.stateful_map(step_id, keyed, hysteresis)
+    # ("guard:42", Envelope + violation alert / resolution / device warning)
+    return op.merge(f"{step_id}_merged", op.key_rm(f"{step_id}_unkey", judged), fixes.falses)

@@ -7,6 +7,7 @@ committed; storage skips redelivered messages, so every valid message is stored 
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -14,9 +15,9 @@ from bytewax.dataflow import Dataflow
 from prometheus_client import start_http_server
 
 from flows.commands import CommandPublisher
-from flows.geofence import FenceHysteresis, GeofenceStep
+from flows.geofence import FenceHysteresis, GeofenceStep, judge_fixes
 from flows.mqtt_source import MqttSource, MqttSourceConfig
-from flows.steps import EnrichStep, decode_step, source_of
+from flows.steps import EnrichStep, decode_step
 from flows.storage_sink import StorageSink
 from flows.windows import window_key, window_parts
 from noc import logs
@@ -49,6 +50,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
             batch_max=s.ingest.batch_max_rows,
             idle_wait=timedelta(milliseconds=s.ingest.batch_max_wait_ms),
             outbound_template=s.mqtt.commands_topic,
+            priority_topics=s.mqtt.priority_topics,
         )
     )
     registry = RegistryCache(s.database.url, s.ingest.registry_refresh_s)
@@ -73,16 +75,12 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     # Envelope(item=Enriched(record, tenant, site, guard, device, alerts) | DeadLetter)
     fenced = op.flat_map_batch("geofence", enriched, GeofenceStep(registry))
     # Envelope(... positions with zone_status / zone_id / distance, fence=FixResult)
-    keyed = op.key_on("by_source", fenced, source_of)
-    # ("guard:42" | "1:gd-1-42" | "dead_letters", Envelope)
-    judged = op.stateful_map("fence_hysteresis", keyed, hysteresis)
-    # (key, Envelope + geofence violation alert / resolution / device warning)
+    judged = judge_fixes("fence_hysteresis", fenced, hysteresis)
+    # Envelope (+ geofence violation alert / resolution / device warning for a guard's fix)
     roster_source, window_step = window_parts(s, registry)
-    unkeyed = op.key_rm("unkey", judged)
-    # Envelope
     roster = op.input("roster", flow, roster_source)
     # RosterTick(Subject | removed): every registered device / guard at start, then changes
-    merged = op.merge("with_roster", unkeyed, roster)
+    merged = op.merge("with_roster", judged, roster)
     # Envelope | RosterTick
     by_subject = op.key_on("by_subject", merged, window_key)
     # ("1:gd-1" | "1:guard:7" | "-", Envelope | RosterTick)
@@ -90,8 +88,13 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     # (key, Envelope + back-online resolution) | (key, derived(DerivedAlerts)) from timers
     stored = op.key_rm("unkey_windows", windowed)
     # Envelope
-    op.output("store", stored, StorageSink(s.database.url, commands))
-    # committed rows, alerts; then PUBACKs and device commands
+    op.output(
+        "store",
+        stored,
+        StorageSink(s.database.url, commands, bulk_max_rows=s.ingest.store_max_rows),
+    )
+    # alert changes committed at once, the rest by a background writer; then PUBACKs, commands
+    gc.freeze()  # what exists now lives as long as the process: keep it out of GC passes
     return flow
 
 

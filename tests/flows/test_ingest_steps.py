@@ -14,8 +14,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.envelope import Envelope, Inbound
-from flows.geofence import FenceHysteresis, GeofenceStep
-from flows.steps import EnrichStep, decode_step, source_of
+from flows.geofence import FenceHysteresis, GeofenceStep, judge_fixes
+from flows.steps import EnrichStep, decode_step
 from operators.fence_alerts import FenceAlertConfig
 from operators.geofence import zone_from_geojson
 from operators.geofence_hysteresis import GeofenceConfig
@@ -72,13 +72,12 @@ def run(inputs: list[Inbound], database_url: str) -> list[Envelope]:
     s = op.map("decode", s, decode_step)
     s = op.map("enrich", s, EnrichStep(registry, SeverityConfig().build()))
     s = op.flat_map_batch("geofence", s, GeofenceStep(registry))
-    k = op.key_on("by_source", s, source_of)
-    k = op.stateful_map(
+    s = judge_fixes(
         "fence_hysteresis",
-        k,
+        s,
         FenceHysteresis(database_url, GeofenceConfig(3, 10.0), FenceAlertConfig("critical")),
     )
-    op.output("out", op.key_rm("unkey", k), TestingSink(out))
+    op.output("out", s, TestingSink(out))
     run_main(flow)
     return out
 
