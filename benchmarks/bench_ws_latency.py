@@ -217,6 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flow = FlowProcess(url, broker.port)
             if args.flow_batch is not None:
                 flow.env["NOC_BATCH_MAX_ROWS"] = str(args.flow_batch)
+            for setting in args.flow_setting:
+                name, _, value = setting.partition("=")
+                flow.env[name] = value
             flow.start()
             api = ApiProcess(url, SECRET, NOC_MQTT_PORT=str(broker.port), NOC_LOG_LEVEL="WARNING")
             try:
@@ -380,6 +383,13 @@ def main() -> None:
         type=int,
         default=None,
         help="NOC_BATCH_MAX_ROWS for the flow (default: the project default)",
+    )
+    parser.add_argument(
+        "--flow-setting",
+        action="append",
+        default=[],
+        metavar="NOC_NAME=VALUE",
+        help="a setting for the flow process (repeatable)",
     )
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load first (5)")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ committed; storage skips redelivered messages, so every valid message is stored 
 from __future__ import annotations
 
 import gc
+import sys
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -34,6 +35,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     """Wire the ingest steps. Starts the metrics endpoint once per process."""
     s = settings or load_settings()
     logs.configure(s.log_level)
+    sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
     port = s.ingest.metrics_port
     if port and port not in _metrics_started:
         start_http_server(port, addr="127.0.0.1")

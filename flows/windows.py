@@ -123,6 +123,7 @@ def windows_config(settings: WindowSettings) -> WindowsConfig:
     """The operators' config from the ``NOC_*`` settings (validated eagerly)."""
     return WindowsConfig(
         lateness_s=settings.lateness_s,
+        release_step_s=settings.release_step_s,
         heartbeat=HeartbeatConfig(intervals=settings.offline_intervals),
         trends=TrendConfig(
             battery_drain_per_hour=settings.battery_drain_per_hour,

@@ -178,6 +178,14 @@ class IngestSettings:
         "transactions (NOC_STORE_MAX_ROWS).",
         _positive_int,
     )
+    switch_interval_ms: float = _env(
+        "NOC_FLOW_SWITCH_INTERVAL_MS",
+        1.0,
+        "Python thread switch interval in the flow process, ms (sys.setswitchinterval): how "
+        "long the worker may wait for the interpreter while the MQTT reader and the "
+        "background writer run. Lower favours alert latency; Python's default is 5.",
+        _positive_float,
+    )
     store_max_rows: int = _env(
         "NOC_STORE_MAX_ROWS",
         5000,
@@ -238,6 +246,14 @@ class WindowSettings:
         30.0,
         "Bounded lateness of the event-time windows (trends, man-down), seconds: a reading may "
         "arrive this much later than the newest one and still count; decisions wait this long.",
+        _non_negative_float,
+    )
+    release_step_s: float = _env(
+        "NOC_WINDOW_RELEASE_STEP_S",
+        1.0,
+        "Readings due for release are released together on this grid of the flow's clock, "
+        "seconds (0: each at its own instant). Decisions are the same; the flow wakes a device's "
+        "windows at most once per step instead of once per reading.",
         _non_negative_float,
     )
     battery_drain_per_hour: float = _env(

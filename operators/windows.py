@@ -56,7 +56,7 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from operators import heartbeat as hb
@@ -310,6 +310,9 @@ class WindowsConfig:
     """Builds :class:`DeviceWindows`; validated eagerly (settings: ``NOC_WINDOW_*`` etc.)."""
 
     lateness_s: float = 30.0
+    release_step_s: float = 0.0
+    """``next_due`` rounds release times up to this grid (0: exact). Only when the caller
+    wakes the windows changes, not what a call to ``on_time`` releases."""
     heartbeat: hb.HeartbeatConfig = field(default_factory=hb.HeartbeatConfig)
     trends: tr.TrendConfig = field(default_factory=tr.TrendConfig)
     immobility: imm.ImmobilityConfig = field(default_factory=imm.ImmobilityConfig)
@@ -323,6 +326,9 @@ class WindowsConfig:
             or value < 0
         ):
             raise ConfigError(f"lateness_s must be a number >= 0, got {value!r}")
+        step = self.release_step_s
+        if isinstance(step, bool) or not isinstance(step, int | float) or not 0 <= step < 3600:
+            raise ConfigError(f"release_step_s must be a number in [0, 3600), got {step!r}")
 
     @property
     def lateness(self) -> timedelta:
@@ -439,6 +445,8 @@ class DeviceWindows:
             if c.pending and c.base is not None and c.seen_at is not None:
                 # The watermark must pass the sample: release strictly after it reaches it.
                 release = c.seen_at + max(c.pending[0][0] - c.base, timedelta(0)) + _TICK
+                if self.config.release_step_s:
+                    release = _round_up(release, self.config.release_step_s)
                 due = release if due is None else min(due, release)
         return due
 
@@ -701,6 +709,14 @@ class DeviceWindows:
 
 
 _TICK = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _round_up(t: datetime, step_s: float) -> datetime:
+    """``t`` rounded up to the next multiple of ``step_s`` since the Unix epoch (µs exact)."""
+    step = round(step_s * 1_000_000)
+    us = (t - _EPOCH) // _TICK
+    return _EPOCH + _TICK * (-(-us // step) * step)
 
 
 def _reconcile(

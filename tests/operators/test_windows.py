@@ -264,6 +264,23 @@ def test_lateness_table(case: tuple[list[tuple[float, float]], list[object], int
     assert windows.state.late == late
 
 
+def test_release_step_rounds_the_wake_up_not_the_decision() -> None:
+    """With a release step the windows ask to be woken on the grid, at or after the exact
+    instant; what a wake-up releases, and when, is decided by the watermark alone."""
+    exact, stepped = CONFIG.build(SENSOR), replace(CONFIG, release_step_s=1.0).build(SENSOR)
+    for windows in (exact, stepped):
+        for i in range(11):
+            windows.on_record(reading(30 * i, 55, received=30 * i + 1.25), at(30 * i + 1.25))
+    due = exact.next_due()
+    assert due == at(301.25) + timedelta(microseconds=1)
+    assert stepped.next_due() == at(302)
+    assert exact.on_time(at(302)) == stepped.on_time(at(302))
+    assert stepped.next_due() == at(332)  # the reading at 300 s, due at 331.25 s
+    raised = stepped.on_time(at(332))
+    assert [a.alert_type for a in raised.alerts] == ["temperature_sustained"]
+    assert exact.on_time(at(332)) == raised
+
+
 def test_decisions_wait_for_the_watermark() -> None:
     """A reading is released lateness_s of processing time after the newest one arrived."""
     windows = CONFIG.build(SENSOR)
