@@ -19,8 +19,9 @@ owns one :class:`~operators.windows.DeviceWindows`:
 Restart: when a key's state is first built it is rebuilt from the database
 (:class:`HistoryLoader` → ``WindowsConfig.resume``), like the geofence hysteresis is: open
 alerts, the latest stored message and the samples of the last windows. Bytewax recovery
-snapshots work too (``snapshot()`` returns the state; the builder resumes from it) but the
-database is the source of truth: the MQTT source cannot seek, so the flow runs without them.
+snapshots work too when ``NOC_WINDOW_SNAPSHOTS`` is on (``snapshot()`` returns the state; the
+builder resumes from it) but the database is the source of truth: the MQTT source cannot seek,
+so the flow runs without them, and by default ``snapshot()`` returns None.
 
 Known limit (storage): the batch writer applies all raises of a batch before all of its
 resolutions. If one sink batch holds the end of an episode and the start of the next for the
@@ -243,11 +244,16 @@ class WindowStep:
         directory: SubjectDirectory,
         history: HistorySource | None,
         now: Callable[[], datetime] = _utcnow,
+        snapshots: bool = False,
     ) -> None:
         self.config = config
         self._directory = directory
         self._history = history
         self.now = now
+        self.snapshots = snapshots
+        """Hand each key's state to Bytewax at every epoch (only of use with Bytewax
+        recovery: without it a snapshot is a copy of every device's windows made for nothing
+        every 10 s, a pause that grows with the windows)."""
         self.started_at = now()
 
     def build(self, resume: DeviceWindowsState | None) -> WindowLogic:
@@ -336,7 +342,9 @@ class WindowLogic(StatefulLogic[WindowItem, Envelope, DeviceWindowsState | None]
         return None if self._windows is None else self._windows.next_due()
 
     def snapshot(self) -> DeviceWindowsState | None:
-        return None if self._windows is None else self._windows.snapshot()
+        if self._windows is None or not self._step.snapshots:
+            return None  # resumed from the database instead (see the module docstring)
+        return self._windows.snapshot()
 
     def _derived(self, fx: WindowEffects) -> list[Envelope]:
         assert self._windows is not None
@@ -491,7 +499,7 @@ def window_parts(settings: Settings, registry: RegistryCache) -> tuple[RosterSou
     history = HistoryLoader(settings.database.url, config.lookback)
     return (
         RosterSource(roster, settings.ingest.registry_refresh_s),
-        WindowStep(config, roster, history),
+        WindowStep(config, roster, history, snapshots=settings.windows.snapshots),
     )
 
 

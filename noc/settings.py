@@ -248,6 +248,13 @@ class WindowSettings:
         "arrive this much later than the newest one and still count; decisions wait this long.",
         _non_negative_float,
     )
+    snapshots: bool = _env(
+        "NOC_WINDOW_SNAPSHOTS",
+        False,
+        "Give the window state to Bytewax snapshots at every epoch. Only useful when the flow "
+        "runs with Bytewax recovery (-r); otherwise state is rebuilt from the database.",
+        _bool,
+    )
     release_step_s: float = _env(
         "NOC_WINDOW_RELEASE_STEP_S",
         1.0,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bytewax.operators as op
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -227,6 +228,17 @@ def test_items_no_window_watches_pass_through_untouched() -> None:
     assert derived_changes(out) == []
 
 
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_snapshots_are_taken_only_when_switched_on(snapshots: bool) -> None:
+    """Without Bytewax recovery a snapshot would be a copy made for nothing at every epoch."""
+    logic = WindowStep(CONFIG, Directory(SENSOR), None, snapshots=snapshots).build(None)
+    logic.on_item(telemetry(SENSOR, now(), temperature=20))
+    state = logic.snapshot()
+    assert (state is not None) == snapshots
+    if state is not None:
+        assert state.subject == SENSOR
+
+
 def test_bytewax_recovery_resumes_the_windows_from_snapshots(tmp_path: Path) -> None:
     """With Bytewax recovery the state comes back from the snapshot: a temperature run that
     began before the abort is still one run after it (raised once, at the right time)."""
@@ -242,10 +254,10 @@ def test_bytewax_recovery_resumes_the_windows_from_snapshots(tmp_path: Path) -> 
     items += [TestingSource.PAUSE(timedelta(seconds=0.3)), TestingSource.ABORT()]
     items += [hot(i) for i in range(6, 12)]
     items.append(TestingSource.PAUSE(timedelta(seconds=0.3)))
-    step = WindowStep(config, Directory(SENSOR), None)
+    step = WindowStep(config, Directory(SENSOR), None, snapshots=True)
     first = run(items, step, recovery)
     assert derived_changes(first) == []
-    second = run(items, WindowStep(config, Directory(SENSOR), None), recovery)
+    second = run(items, WindowStep(config, Directory(SENSOR), None, snapshots=True), recovery)
     alerts = [a for e in second if isinstance(e.item, DerivedAlerts) for a in e.item.alerts]
     assert [(a.alert_type, a.ts) for a in alerts] == [
         ("temperature_sustained", start + timedelta(seconds=300))
