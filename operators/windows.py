@@ -54,6 +54,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -377,6 +378,9 @@ class DeviceWindows:
         self._trends = config.trends.build(state.trends)
         self._immobility = config.immobility.build(state.immobility)
         self._lateness = config.lateness
+        # Each key's grid is shifted by a fraction of the step taken from its key, so the
+        # wake-ups of many devices spread over the step instead of landing at once.
+        self._phase = zlib.crc32(state.subject.key.encode()) % 1000 / 1000
 
     @property
     def subject(self) -> Subject:
@@ -446,7 +450,7 @@ class DeviceWindows:
                 # The watermark must pass the sample: release strictly after it reaches it.
                 release = c.seen_at + max(c.pending[0][0] - c.base, timedelta(0)) + _TICK
                 if self.config.release_step_s:
-                    release = _round_up(release, self.config.release_step_s)
+                    release = _round_up(release, self.config.release_step_s, self._phase)
                 due = release if due is None else min(due, release)
         return due
 
@@ -712,11 +716,13 @@ _TICK = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _round_up(t: datetime, step_s: float) -> datetime:
-    """``t`` rounded up to the next multiple of ``step_s`` since the Unix epoch (µs exact)."""
+def _round_up(t: datetime, step_s: float, phase: float = 0.0) -> datetime:
+    """``t`` rounded up onto the grid of ``step_s`` since the Unix epoch, shifted by
+    ``phase`` (a fraction of the step in [0, 1)); µs exact."""
     step = round(step_s * 1_000_000)
-    us = (t - _EPOCH) // _TICK
-    return _EPOCH + _TICK * (-(-us // step) * step)
+    shift = round(phase * step)
+    us = (t - _EPOCH) // _TICK - shift
+    return _EPOCH + _TICK * (-(-us // step) * step + shift)
 
 
 def _reconcile(

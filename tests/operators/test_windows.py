@@ -273,12 +273,27 @@ def test_release_step_rounds_the_wake_up_not_the_decision() -> None:
             windows.on_record(reading(30 * i, 55, received=30 * i + 1.25), at(30 * i + 1.25))
     due = exact.next_due()
     assert due == at(301.25) + timedelta(microseconds=1)
-    assert stepped.next_due() == at(302)
-    assert exact.on_time(at(302)) == stepped.on_time(at(302))
-    assert stepped.next_due() == at(332)  # the reading at 300 s, due at 331.25 s
-    raised = stepped.on_time(at(332))
+    first = stepped.next_due()
+    assert first is not None and due <= first < due + timedelta(seconds=1)
+    assert exact.on_time(first) == stepped.on_time(first)
+    second = stepped.next_due()  # the reading at 300 s, due at 331.25 s
+    assert second == first + timedelta(seconds=30)  # the same point of the grid
+    raised = stepped.on_time(second)
     assert [a.alert_type for a in raised.alerts] == ["temperature_sustained"]
-    assert exact.on_time(at(332)) == raised
+    assert exact.on_time(second) == raised
+
+
+def test_release_grids_of_different_devices_are_spread_over_the_step() -> None:
+    step = replace(CONFIG, release_step_s=1.0)
+    dues = set()
+    for n in range(20):
+        subject = replace(SENSOR, device_id=f"temp-{n}")
+        windows = step.build(subject)
+        windows.on_record(reading(0, 20, received=0.5), at(0.5))
+        due = windows.next_due()
+        assert due is not None and at(30.5) < due <= at(31.5)
+        dues.add(due)
+    assert len(dues) > 10
 
 
 def test_decisions_wait_for_the_watermark() -> None:
