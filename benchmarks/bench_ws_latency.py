@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import shlex
 import statistics
 import sys
@@ -75,10 +76,18 @@ def _client(port: int, name: str) -> mqtt.Client:
     return client
 
 
-def background(port: int, rate: float, devices: int, index: int, stop: Any, acked: Any) -> None:
+def background(
+    port: int, rate: float, devices: int, index: int, stop: Any, acked: Any, nice: int
+) -> None:
     """Child process ``index``: telemetry at ``rate`` msg/s (QoS 1), paced in 10 ms slices, until
     ``stop``. ``acked`` counts PUBACKs; at most 2,000 messages are left unacknowledged, so a
-    broker or network that cannot keep up shows as a lower rate, not as a local queue."""
+    broker or network that cannot keep up shows as a lower rate, not as a local queue.
+
+    Runs at ``nice`` (10 by default): the devices are not on the NOC's machine in a real
+    deployment, and on a 2-core machine a load generator at equal priority takes the CPU
+    time the system under test would have. The achieved rate is reported either way."""
+    if nice:
+        os.nice(nice)
     lock = threading.Lock()
     count = [0]
 
@@ -243,7 +252,9 @@ def measure(
     acked = [multiprocessing.Value("q", 0) for _ in range(args.publishers)]
     share = args.background / args.publishers
     publishers = [
-        multiprocessing.Process(target=background, args=(port, share, args.devices, i, stop, a))
+        multiprocessing.Process(
+            target=background, args=(port, share, args.devices, i, stop, a, args.load_nice)
+        )
         for i, a in enumerate(acked)
     ]
     if args.background:
@@ -327,7 +338,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     print(f"window:      {r['window_s']:.1f} s, {args.alerts} alerts at {args.alert_rate:g}/s")
     print(
         f"background:  target {args.background} msg/s telemetry from {args.devices} devices"
-        f" ({args.publishers} publisher processes);"
+        f" ({args.publishers} publisher processes at nice {args.load_nice});"
         f"\n             acknowledged by the broker {r['bg_published_rate']:.0f} msg/s,"
         f" stored by the flow {r['bg_stored_rate']:.0f} rows/s"
     )
@@ -383,6 +394,12 @@ def main() -> None:
         type=int,
         default=None,
         help="NOC_BATCH_MAX_ROWS for the flow (default: the project default)",
+    )
+    parser.add_argument(
+        "--load-nice",
+        type=int,
+        default=10,
+        help="nice value of the background publishers (10; 0 = same priority as the system)",
     )
     parser.add_argument(
         "--flow-setting",
