@@ -108,7 +108,11 @@ class MqttConsumer:
             try:
                 sock.sendall(encode_pubacks(mids))
             except OSError:
-                return False  # the reader thread notices the broken connection
+                # Part of a PUBACK may have gone out (a send timeout): the stream cannot be
+                # trusted any more. Drop the connection; the broker redelivers what is unacked.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return False
             self._last_sent = time.monotonic()
             return True
 
@@ -138,6 +142,9 @@ class MqttConsumer:
                 reason = str(exc)
                 log.warning("mqtt %s: connection refused: %s", self._config.client_id, exc)
             except (OSError, ProtocolError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a callback failed: never let the reader die silently
+                log.exception("mqtt %s: message handling failed", self._config.client_id)
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
                 was_connected = self._drop()
