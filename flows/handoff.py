@@ -74,6 +74,12 @@ class Handoff(Generic[T]):
         or on their way through the steps in this round, and should travel alone."""
         return self.priority_queued > 0 or self.priority_polled
 
+    def bulk_waits(self, waited_last_time: bool) -> bool:
+        """Whether a bulk partition hands over nothing in this round: priority comes first,
+        but a bulk partition never waits two rounds in a row, so a storm of priority messages
+        slows telemetry (and the heartbeats it carries) to every other round, never to none."""
+        return not waited_last_time and self.priority_first()
+
     def priority_copy(self, topic: str, payload: bytes) -> T | None:
         """The priority partition received a message. Returns the held bulk copy it pairs
         with (now done: acknowledge it), if any."""

@@ -130,6 +130,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         self._queue: deque[Inbound] = deque()
         self._last_at = datetime.min.replace(tzinfo=UTC)
         self._is_priority_part = part == PRIORITY_PART
+        self._waited = False  # this bulk partition handed over nothing last round
         self._handoff: Handoff[Inbound] = handoff_for(config.client_id_prefix)
         self._priority = None if self._is_priority_part else filter_matcher(config.priority_topics)
         self._connected = threading.Event()
@@ -218,7 +219,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
 
         At most ``batch_max`` messages: a priority message waits for at most one such batch
         to pass through the steps, and then passes alone (bulk partitions hand over nothing
-        while priority messages are queued or on their way).
+        while priority messages are queued or on their way, but never two rounds running).
         """
         self._send_acks()
         metrics.MQTT_IN_FLIGHT.labels(self._part).set(self._ledger.in_flight)
@@ -226,7 +227,8 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         queue = self._queue
         if not self._is_priority_part:
             queue.extend(self._handoff.expired())  # bulk copies the priority side never got
-            if self._handoff.priority_first():
+            self._waited = self._handoff.bulk_waits(self._waited)
+            if self._waited:
                 return batch
         while queue and len(batch) < self._config.batch_max:
             batch.append(queue.popleft())

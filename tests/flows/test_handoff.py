@@ -262,3 +262,32 @@ def test_every_bulk_copy_is_paired_or_returned_exactly_once(
     assert handoff.expired() == []
     handoff.priority_connected = False
     assert handoff.expired() == []
+
+
+@pytest.mark.parametrize(
+    ("queued", "polled", "waited_last_time", "waits"),
+    [
+        (0, False, False, False),  # nothing of priority: bulk goes
+        (3, False, False, True),  # priority queued: bulk waits
+        (0, True, False, True),  # priority batch on its way: bulk waits
+        (3, True, True, False),  # waited last round: bulk goes even in a storm
+        (0, False, True, False),
+    ],
+)
+def test_bulk_waits_for_priority_but_never_two_rounds_running(
+    queued: int, polled: bool, waited_last_time: bool, waits: bool
+) -> None:
+    handoff: Handoff[str] = Handoff()
+    handoff.priority_queued, handoff.priority_polled = queued, polled
+    assert handoff.bulk_waits(waited_last_time) is waits
+
+
+def test_a_priority_storm_leaves_bulk_every_other_round() -> None:
+    handoff: Handoff[str] = Handoff()
+    handoff.priority_queued = 1  # priority messages never stop coming
+    waited = False
+    turns = []
+    for _ in range(10):
+        waited = handoff.bulk_waits(waited)
+        turns.append(not waited)
+    assert turns == [False, True] * 5
