@@ -247,8 +247,6 @@ def measure(
     args: argparse.Namespace, url: str, port: int, api: ApiProcess, token: str, flow: FlowProcess
 ) -> dict[str, Any]:
     ws_url = api.url.replace("http://", "ws://") + "/ws"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute("CHECKPOINT")  # earlier runs' dirty pages are not this run's I/O
     receiver = Receiver(ws_url, token).start()
     stop = multiprocessing.Event()
     acked = [multiprocessing.Value("q", 0) for _ in range(args.publishers)]
