@@ -52,3 +52,23 @@ def test_every_setting_is_documented() -> None:
     names = [name for name, _doc, _default in rows]
     assert len(names) == len(set(names))
     assert all(name.startswith("NOC_") and doc for name, doc, _default in rows)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("alert/#", ("alert/#",)),
+        (" alert/# , sensor/+/smoke ", ("alert/#", "sensor/+/smoke")),
+        ("#", ("#",)),
+        ("", ()),
+    ],
+)
+def test_priority_topics_are_mqtt_filters(raw: str, expected: tuple[str, ...]) -> None:
+    settings = load_settings({"NOC_MQTT_PRIORITY_TOPICS": raw})
+    assert settings.mqtt.priority_topics == expected
+
+
+@pytest.mark.parametrize("raw", ["alert/#/x", "alert/#x", "sensor/a+/smoke", "$SYS/#"])
+def test_bad_priority_topics_name_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="NOC_MQTT_PRIORITY_TOPICS"):
+        load_settings({"NOC_MQTT_PRIORITY_TOPICS": raw})
