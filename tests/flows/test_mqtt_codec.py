@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -204,40 +205,37 @@ def test_encoded_packets_read_back_with_their_type_and_flags() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("parse", "body", "expected"),
     [
-        ("00 00", (False, 0)),
-        ("01 00", (True, 0)),
-        ("00 05", (False, 5)),
-        ("01 04", (True, 4)),
+        (parse_connack, "00 00", (False, 0)),
+        (parse_connack, "01 00", (True, 0)),
+        (parse_connack, "00 05", (False, 5)),
+        (parse_connack, "01 04", (True, 4)),
+        (parse_suback, "00 0a 01", (10, [1])),
+        (parse_suback, "12 34 00 01 80", (0x1234, [0, 1, 0x80])),
+        (parse_suback, "ff ff 80", (65535, [0x80])),
     ],
 )  # fmt: skip
-def test_parse_connack(body: str, expected: tuple[bool, int]) -> None:
-    assert parse_connack(h(body)) == expected
-
-
-@pytest.mark.parametrize("body", ["", "00", "00 00 00"])
-def test_parse_connack_refuses_wrong_length(body: str) -> None:
-    with pytest.raises(ProtocolError, match="CONNACK"):
-        parse_connack(h(body))
+def test_parse_acks(parse: Callable[[bytes], object], body: str, expected: object) -> None:
+    assert parse(h(body)) == expected
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("parse", "body", "name"),
     [
-        ("00 0a 01", (10, [1])),
-        ("12 34 00 01 80", (0x1234, [0, 1, 0x80])),
-        ("ff ff 80", (65535, [0x80])),
+        (parse_connack, "", "CONNACK"),
+        (parse_connack, "00", "CONNACK"),
+        (parse_connack, "00 00 00", "CONNACK"),
+        (parse_suback, "", "SUBACK"),
+        (parse_suback, "00", "SUBACK"),
+        (parse_suback, "00 0a", "SUBACK"),
     ],
 )  # fmt: skip
-def test_parse_suback(body: str, expected: tuple[int, list[int]]) -> None:
-    assert parse_suback(h(body)) == expected
-
-
-@pytest.mark.parametrize("body", ["", "00", "00 0a"])
-def test_parse_suback_refuses_short_bodies(body: str) -> None:
-    with pytest.raises(ProtocolError, match="SUBACK"):
-        parse_suback(h(body))
+def test_parse_acks_refuse_wrong_lengths(
+    parse: Callable[[bytes], object], body: str, name: str
+) -> None:
+    with pytest.raises(ProtocolError, match=name):
+        parse(h(body))
 
 
 @pytest.mark.parametrize(
