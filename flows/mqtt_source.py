@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +132,6 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         self._waited = False  # this bulk partition handed over nothing last round
         self._handoff: Handoff[Inbound] = handoff_for(config.client_id_prefix)
         self._priority = None if self._is_priority_part else filter_matcher(config.priority_topics)
-        self._connected = threading.Event()
         self._outbound = outbound_matcher(config.outbound_template)
         self._received = metrics.MQTT_RECEIVED.labels(part)  # per message: bound once
         self._acked = metrics.MQTT_ACKED.labels(part)
@@ -155,7 +153,6 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
     # consumer thread ------------------------------------------------------------------
     def _on_connect(self, session_present: bool) -> None:
         self._ledger.new_connection()
-        self._connected.set()
         if self._is_priority_part:
             self._handoff.priority_connected = True
         metrics.MQTT_CONNECTED.labels(self._part).set(1)
@@ -169,7 +166,6 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         )
 
     def _on_disconnect(self, reason: str) -> None:
-        self._connected.clear()
         if self._is_priority_part:
             self._handoff.priority_connected = False
         self._ledger.new_connection()

@@ -34,26 +34,20 @@ from flows.acks import commit
 from flows.commands import CommandPublisher
 from flows.envelope import Envelope
 from operators.decode import dead_letter
-from operators.records import DeadLetter, DerivedAlerts, Enriched, Stored
+from operators.records import DeadLetter, DerivedAlerts, Stored, changes_alerts
 from storage.errors import DatabaseUnavailable, StorageError
 from storage.writer import BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
 
-def is_urgent(item: Stored) -> bool:
-    """Whether storing ``item`` changes alerts (or commands a device): the urgent lane's items."""
-    if isinstance(item, DerivedAlerts):
-        return True
-    return isinstance(item, Enriched) and bool(item.alerts or item.resolutions or item.commands)
-
-
 def split_lanes(items: list[Envelope]) -> tuple[list[Envelope], list[Envelope]]:
-    """``(urgent, bulk)``, each in the order given."""
+    """``(urgent, bulk)``, each in the order given: urgent are the items that change alerts or
+    command a device (:func:`~operators.records.changes_alerts`)."""
     urgent: list[Envelope] = []
     bulk: list[Envelope] = []
     for e in items:
-        (urgent if is_urgent(e.stored_item) else bulk).append(e)
+        (urgent if changes_alerts(e.stored_item) else bulk).append(e)
     return urgent, bulk
 
 

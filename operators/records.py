@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +203,11 @@ class DerivedAlerts:
 
 
 Stored = Enriched | DeadLetter | DerivedAlerts
+
+
+def changes_alerts(item: Stored) -> TypeGuard[Enriched | DerivedAlerts]:
+    """Whether storing ``item`` changes alerts or commands a device: derived alerts, or an
+    enriched record carrying alert candidates, resolutions or device commands."""
+    if isinstance(item, DerivedAlerts):
+        return True
+    return isinstance(item, Enriched) and bool(item.alerts or item.resolutions or item.commands)

@@ -30,6 +30,7 @@ from operators.records import (
     DerivedAlerts,
     DeviceCommand,
     Enriched,
+    changes_alerts,
 )
 from storage.db import connect
 from storage.errors import DatabaseUnavailable, StorageError
@@ -165,10 +166,8 @@ class BatchWriter:
             candidates: list[AlertCandidate] = []
             resolutions: list[AlertResolution] = []
             for item in batch:
-                if isinstance(item, DerivedAlerts) or (
-                    isinstance(item, Enriched)
-                    and (item.alerts or item.commands or item.resolutions)
-                    and source_key(item) in new_keys
+                if changes_alerts(item) and (
+                    isinstance(item, DerivedAlerts) or source_key(item) in new_keys
                 ):
                     candidates.extend(item.alerts)
                     resolutions.extend(item.resolutions)

@@ -24,7 +24,6 @@ from flows.storage_sink import (
     _BackgroundLane,
     _Lane,
     _StoragePartition,
-    is_urgent,
     split_lanes,
 )
 from operators.decode import decode
@@ -40,6 +39,7 @@ from operators.records import (
     Stored,
     SystemHealth,
     Telemetry,
+    changes_alerts,
 )
 from storage.writer import BatchWriter
 from tests.integration.harness import wait_until
@@ -142,7 +142,7 @@ ITEMS: dict[str, Callable[[int], Stored]] = {
     ],
 )
 def test_is_urgent(kind: str, urgent: bool) -> None:
-    assert is_urgent(ITEMS[kind](1)) is urgent
+    assert changes_alerts(ITEMS[kind](1)) is urgent
 
 
 @pytest.mark.parametrize(
@@ -158,8 +158,8 @@ def test_is_urgent(kind: str, urgent: bool) -> None:
 def test_split_lanes_keeps_the_order_within_each_lane(kinds: list[str]) -> None:
     envelopes = [envelope(ITEMS[kind](i)) for i, kind in enumerate(kinds)]
     urgent, bulk = split_lanes(envelopes)
-    assert [id(e) for e in urgent] == [id(e) for e in envelopes if is_urgent(e.stored_item)]
-    assert [id(e) for e in bulk] == [id(e) for e in envelopes if not is_urgent(e.stored_item)]
+    assert [id(e) for e in urgent] == [id(e) for e in envelopes if changes_alerts(e.stored_item)]
+    assert [id(e) for e in bulk] == [id(e) for e in envelopes if not changes_alerts(e.stored_item)]
     assert len(urgent) + len(bulk) == len(envelopes)
 
 
