@@ -50,20 +50,24 @@ def h(text: str) -> bytes:
 # --- exact bytes ---------------------------------------------------------------------------
 
 
+REMAINING_LENGTHS = [
+    (0, "00"),
+    (1, "01"),
+    (127, "7f"),
+    (128, "80 01"),
+    (16383, "ff 7f"),
+    (16384, "80 80 01"),
+    (2097151, "ff ff 7f"),
+    (2097152, "80 80 80 01"),
+    (268435455, "ff ff ff 7f"),
+]
+"""Table 2.4 "Size of Remaining Length field" (MQTT 3.1.1, section 2.2.3) at its boundaries."""
+
+
 @pytest.mark.parametrize(
     ("n", "encoded"),
-    [
-        (0, "00"),
-        (1, "01"),
-        (127, "7f"),
-        (128, "80 01"),
-        (16383, "ff 7f"),
-        (16384, "80 80 01"),
-        (2097151, "ff ff 7f"),
-        (2097152, "80 80 80 01"),
-        (268435455, "ff ff ff 7f"),
-    ],
-)  # fmt: skip
+    REMAINING_LENGTHS,
+)
 def test_remaining_length_matches_the_standards_table(n: int, encoded: str) -> None:
     """Table 2.4 "Size of Remaining Length field" (section 2.2.3)."""
     assert _remaining_length(n) == h(encoded)
@@ -77,16 +81,8 @@ def test_remaining_length_out_of_range_is_refused(n: int) -> None:
 
 @pytest.mark.parametrize(
     ("n", "header"),
-    [
-        (0, "00"),
-        (127, "7f"),
-        (128, "80 01"),
-        (16383, "ff 7f"),
-        (16384, "80 80 01"),
-        (2097151, "ff ff 7f"),
-        (2097152, "80 80 80 01"),
-    ],
-)  # fmt: skip
+    [(n, header) for n, header in REMAINING_LENGTHS if n <= 2097152],  # bodies up to 2 MiB
+)
 def test_reader_decodes_remaining_length_at_the_boundaries(n: int, header: str) -> None:
     body = bytes(i % 251 for i in range(n))
     stream = bytes([0x30]) + h(header) + body + PINGREQ_PACKET
