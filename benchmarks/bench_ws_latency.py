@@ -37,6 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 
 from api.auth import issue_token
+from benchmarks.load import LeanPublisher
 from storage.migrate import migrate
 from storage.tokens import record_token
 from tests.api.process import ApiProcess
@@ -79,41 +80,32 @@ def _client(port: int, name: str) -> mqtt.Client:
 def background(
     port: int, rate: float, devices: int, index: int, stop: Any, acked: Any, nice: int
 ) -> None:
-    """Child process ``index``: telemetry at ``rate`` msg/s (QoS 1), paced in 10 ms slices, until
-    ``stop``. ``acked`` counts PUBACKs; at most 2,000 messages are left unacknowledged, so a
-    broker or network that cannot keep up shows as a lower rate, not as a local queue.
+    """Child process ``index``: telemetry at ``rate`` msg/s (QoS 1) through a
+    :class:`~benchmarks.load.LeanPublisher`, until ``stop``; ``acked`` counts PUBACKs. At most
+    2,000 messages are left unacknowledged, so a broker or flow that cannot keep up shows as a
+    lower rate, not as a local queue.
 
     Runs at ``nice`` (10 by default): the devices are not on the NOC's machine in a real
     deployment, and on a 2-core machine a load generator at equal priority takes the CPU
     time the system under test would have. The achieved rate is reported either way."""
     if nice:
         os.nice(nice)
-    lock = threading.Lock()
-    count = [0]
+    publisher = LeanPublisher("127.0.0.1", port, f"bench-background-{index}", window=2000)
 
-    def on_publish(*_: Any) -> None:
-        with lock:
-            count[0] += 1
+    def make(n: int, now: str) -> tuple[str, bytes]:
+        payload = json.dumps(
+            {"battery": 20 + n % 80, "signal": -60 - n % 30, "temperature": 21.5,
+             "timestamp": now, "message_id": f"bg{index}-{n}"}
+        )  # fmt: skip
+        return f"device/tm-{(n * 7 + index) % devices:05d}/telemetry", payload.encode()
 
-    client = _client(port, f"bench-background-{index}")
-    client.on_publish = on_publish
-    n = 0
-    started = time.perf_counter()
-    while not stop.is_set():
-        due = int((time.perf_counter() - started) * rate)
-        now = datetime.now(UTC).isoformat()
-        while n < due and n - count[0] < 2000:
-            device = f"tm-{(n * 7 + index) % devices:05d}"
-            payload = json.dumps(
-                {"battery": 20 + n % 80, "signal": -60 - n % 30, "temperature": 21.5,
-                 "timestamp": now, "message_id": f"bg{index}-{n}"}
-            )  # fmt: skip
-            client.publish(f"device/{device}/telemetry", payload, qos=1)
-            n += 1
-        acked.value = count[0]
-        time.sleep(0.01)
-    client.disconnect()
-    client.loop_stop()
+    def stopped() -> bool:
+        acked.value = publisher.acked
+        return bool(stop.is_set())
+
+    publisher.run(rate, make, stopped)
+    acked.value = publisher.acked
+    publisher.close()
 
 
 class Receiver:
@@ -386,7 +378,7 @@ def main() -> None:
     parser.add_argument("--background", type=int, default=5000, help="telemetry msg/s (5000)")
     parser.add_argument("--devices", type=int, default=500, help="telemetry devices (500)")
     parser.add_argument(
-        "--publishers", type=int, default=3, help="background publisher processes (3)"
+        "--publishers", type=int, default=1, help="background publisher processes (1)"
     )
     parser.add_argument("--csv", default=None, help="write per-alert latencies to this file")
     parser.add_argument(

@@ -12,12 +12,14 @@ from operators.records import DeadLetter, DerivedAlerts, Enriched, Record, Store
 
 @dataclass(slots=True)
 class Inbound:
-    """A message as the broker delivered it."""
+    """A message as the broker delivered it. ``elsewhere``: the priority lane stores this
+    message (:mod:`flows.handoff`); here it only updates what the flow keeps in memory."""
 
     topic: str
     payload: bytes
     received_at: datetime
     token: AckToken | None
+    elsewhere: bool = False
 
 
 def derived(alerts: DerivedAlerts) -> Envelope:
@@ -28,13 +30,15 @@ def derived(alerts: DerivedAlerts) -> Envelope:
 @dataclass(slots=True)
 class Envelope:
     """A message on its way to storage. ``item`` starts as the decoded record and becomes the
-    enriched record (or a dead letter); the token is committed after the batch is stored."""
+    enriched record (or a dead letter); the token is committed after the batch is stored.
+    ``elsewhere``: stored by the priority lane, so the sink skips it (it has no token)."""
 
     topic: str
     payload: bytes
     token: AckToken | None
     item: Record | Enriched | DerivedAlerts
     fence: FixResult | None = None  # the geofence answer for a position with approved zones
+    elsewhere: bool = False
 
     @property
     def stored_item(self) -> Stored:

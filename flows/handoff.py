@@ -1,16 +1,19 @@
-"""Priority topics reach the flow twice: through their own partition and through the bulk one.
+"""Priority topics reach the flow twice: through the priority lane and through the bulk one.
 
-The priority partition subscribes only to the priority topics, with its own client id and
-in-flight window, so a panic is not held by the broker behind unacknowledged telemetry. The
+The priority lane (:mod:`flows.priority_lane`, a process of its own) subscribes only to the
+priority topics, with its own client id and in-flight window, so a panic is neither held by
+the broker behind unacknowledged telemetry nor by the bulk worker behind a batch of it. The
 bulk partition subscribes to everything (so topics outside the contract are still
-dead-lettered) and therefore receives a second copy of each priority message. This registry
-pairs the copies so the message is handled once:
+dead-lettered) and therefore receives a second copy of each priority message. This registry,
+in the bulk flow's process, pairs the copies so the message is stored once:
 
-- the bulk copy of a message the priority partition already received is acknowledged at once;
-- a bulk copy that arrives first is held until the priority copy arrives (then acknowledged)
-  or until ``hold_s`` passes (then processed by the bulk partition: the priority session may
-  not have existed when the message was queued, e.g. right after an upgrade). While the
-  priority partition is disconnected, bulk copies are processed as usual.
+- the bulk copy of a message the priority lane already received is acknowledged at once and
+  travels on *stored elsewhere*: the windows still hear the device, storage skips it;
+- a bulk copy that arrives first is held until the priority copy arrives (then it travels on
+  the same way, :meth:`Handoff.take_paired`) or until ``hold_s`` passes (then the bulk
+  partition stores it: the priority session may not have existed when the message was
+  queued, e.g. right after an upgrade). While the priority lane is disconnected, bulk copies
+  are stored as usual.
 
 The priority copy is acknowledged after its own commit, so a crash in between redelivers that
 one: acknowledging the bulk copy early never loses a message. Identical topic and payload mean
@@ -62,28 +65,13 @@ class Handoff(Generic[T]):
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self._held: dict[bytes, deque[tuple[float, T]]] = {}
         self._held_order: deque[tuple[float, bytes]] = deque()
+        self._paired: deque[T] = deque()
         self.priority_connected = False
-        """Set by the priority partition; while False, bulk copies are not held."""
-        self.priority_queued = 0
-        """Priority messages waiting for the worker (set by the priority partition)."""
-        self.priority_polled = False
-        """Whether the priority partition's latest batch was not empty."""
+        """Set from the priority lane's reports; while False, bulk copies are not held."""
 
-    def priority_first(self) -> bool:
-        """Whether bulk partitions should hand over nothing now: priority messages are queued
-        or on their way through the steps in this round, and should travel alone."""
-        return self.priority_queued > 0 or self.priority_polled
-
-    def bulk_waits(self, waited_last_time: bool) -> bool:
-        """Whether a bulk partition hands over nothing in this round: priority comes first,
-        but a bulk partition never waits two rounds in a row, so a storm of priority messages
-        slows telemetry (and the heartbeats it carries) to every other round, never to none."""
-        return not waited_last_time and self.priority_first()
-
-    def priority_copy(self, topic: str, payload: bytes) -> T | None:
-        """The priority partition received a message. Returns the held bulk copy it pairs
-        with (now done: acknowledge it), if any."""
-        key = message_key(topic, payload)
+    def priority_copy(self, key: bytes) -> T | None:
+        """The priority lane received the message with :func:`message_key` ``key``. Returns
+        the held bulk copy it pairs with (now done: acknowledge it), if any."""
         with self._lock:
             held = self._held.get(key)
             if held:
@@ -96,9 +84,26 @@ class Handoff(Generic[T]):
                 self._seen.popitem(last=False)
             return None
 
+    def priority_copies(self, keys: list[bytes]) -> int:
+        """:meth:`priority_copy` for each key; held bulk copies that pair are kept for
+        :meth:`take_paired`. Returns how many paired."""
+        paired = [item for item in map(self.priority_copy, keys) if item is not None]
+        if paired:
+            with self._lock:
+                self._paired.extend(paired)
+        return len(paired)
+
+    def take_paired(self) -> list[T]:
+        """Held bulk copies whose priority copy has arrived since the last call."""
+        with self._lock:
+            out = list(self._paired)
+            self._paired.clear()
+            return out
+
     def bulk_copy(self, topic: str, payload: bytes, item: T) -> str:
         """The bulk partition received a priority-topic message: ``"paired"`` (the priority
-        copy came first: acknowledge this one), ``"held"`` (wait for it) or ``"process"``."""
+        copy came first: acknowledge this one), ``"held"`` (wait for it) or ``"process"``
+        (store it: the priority lane is not connected)."""
         key = message_key(topic, payload)
         with self._lock:
             count = self._seen.get(key, 0)

@@ -3,12 +3,18 @@
 Run it with ``python -m bytewax.run flows.ingest`` (settings from ``NOC_*`` variables).
 Messages are acknowledged to the broker only after the transaction holding their rows has
 committed; storage skips redelivered messages, so every valid message is stored exactly once.
+
+The priority topics (panics) are consumed by the priority lane, a small dataflow of their own
+(:mod:`flows.priority`) that this flow starts as a child process and pairs copies with
+(:mod:`flows.priority_lane`, :mod:`flows.handoff`).
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
 import bytewax.operators as op
@@ -17,7 +23,9 @@ from prometheus_client import start_http_server
 
 from flows.commands import CommandPublisher
 from flows.geofence import FenceHysteresis, GeofenceStep, judge_fixes
+from flows.handoff import handoff_for
 from flows.mqtt_source import MqttSource, MqttSourceConfig
+from flows.priority_lane import PriorityLane
 from flows.steps import EnrichStep, decode_step
 from flows.storage_sink import StorageSink
 from flows.windows import window_key, window_parts
@@ -31,30 +39,62 @@ from storage.registry import RegistryCache
 _metrics_started: set[int] = set()
 
 
-def build_flow(settings: Settings | None = None) -> Dataflow:
-    """Wire the ingest steps. Starts the metrics endpoint once per process."""
-    s = settings or load_settings()
-    logs.configure(s.log_level)
-    sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
-    port = s.ingest.metrics_port
+def start_metrics(port: int) -> None:
+    """Serve this process's Prometheus /metrics on 127.0.0.1:``port`` (0: not at all), once."""
     if port and port not in _metrics_started:
         start_http_server(port, addr="127.0.0.1")
         _metrics_started.add(port)
-    source = MqttSource(
-        MqttSourceConfig(
-            host=s.mqtt.host,
-            port=s.mqtt.port,
-            client_id_prefix=s.mqtt.client_id,
-            partitions=s.mqtt.partitions,
-            keepalive_s=s.mqtt.keepalive_s,
-            username=s.mqtt.username,
-            password=s.mqtt.password,
-            batch_max=s.ingest.batch_max_rows,
-            idle_wait=timedelta(milliseconds=s.ingest.batch_max_wait_ms),
-            outbound_template=s.mqtt.commands_topic,
-            priority_topics=s.mqtt.priority_topics,
-        )
+
+
+def source_config(s: Settings, priority_only: bool = False) -> MqttSourceConfig:
+    """The MQTT source of the bulk flow, or (``priority_only``) of the priority lane."""
+    poll_ms = s.ingest.priority_poll_ms if priority_only else s.ingest.batch_max_wait_ms
+    return MqttSourceConfig(
+        host=s.mqtt.host,
+        port=s.mqtt.port,
+        client_id_prefix=s.mqtt.client_id,
+        partitions=s.mqtt.partitions,
+        keepalive_s=s.mqtt.keepalive_s,
+        username=s.mqtt.username,
+        password=s.mqtt.password,
+        batch_max=s.ingest.batch_max_rows,
+        idle_wait=timedelta(milliseconds=poll_ms),
+        outbound_template=s.mqtt.commands_topic,
+        priority_topics=s.mqtt.priority_topics,
+        priority_only=priority_only,
     )
+
+
+def command_publisher(s: Settings) -> Callable[[], CommandPublisher]:
+    """Builds the sink's publisher of device commands (one per worker)."""
+
+    def commands() -> CommandPublisher:
+        return CommandPublisher(s.mqtt.host, s.mqtt.port, s.mqtt.commands_topic, s.mqtt.client_id)
+
+    return commands
+
+
+def start_priority_lane(s: Settings) -> PriorityLane | None:
+    """Start the priority lane's process (None without priority topics); stopped at exit."""
+    if not s.mqtt.priority_topics:
+        return None
+    lane = PriorityLane(
+        handoff_for(s.mqtt.client_id), [sys.executable, "-m", "flows.priority"]
+    ).start()
+    atexit.register(lane.close)
+    return lane
+
+
+def build_flow(settings: Settings | None = None, priority_lane: bool = True) -> Dataflow:
+    """Wire the ingest steps. Starts the metrics endpoint once per process and, unless
+    ``priority_lane`` is False, the priority lane's process."""
+    s = settings or load_settings()
+    logs.configure(s.log_level)
+    sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
+    start_metrics(s.ingest.metrics_port)
+    source = MqttSource(source_config(s))
+    if priority_lane:
+        start_priority_lane(s)
     registry = RegistryCache(s.database.url, s.ingest.registry_refresh_s)
     enrich_step = EnrichStep(registry, SeverityConfig().build())
     hysteresis = FenceHysteresis(
@@ -65,12 +105,9 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         FenceAlertConfig(severity=s.geofence.violation_severity),
     )
 
-    def commands() -> CommandPublisher:
-        return CommandPublisher(s.mqtt.host, s.mqtt.port, s.mqtt.commands_topic, s.mqtt.client_id)
-
     flow = Dataflow("noc_ingest")
     inbound = op.input("mqtt", flow, source)
-    # Inbound(topic, payload, received_at, token)
+    # Inbound(topic, payload, received_at, token, elsewhere: stored by the priority lane)
     decoded = op.map("decode", inbound, decode_step)
     # Envelope(item=Telemetry | Position | SensorReading | DeviceAlert | SystemHealth | DeadLetter)
     enriched = op.map("enrich", decoded, enrich_step)
@@ -93,7 +130,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     op.output(
         "store",
         stored,
-        StorageSink(s.database.url, commands, bulk_max_rows=s.ingest.store_max_rows),
+        StorageSink(s.database.url, command_publisher(s), bulk_max_rows=s.ingest.store_max_rows),
     )
     # alert changes committed at once, the rest by a background writer; then PUBACKs, commands
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC passes

@@ -8,9 +8,10 @@ a crash or a reconnect. The consumer reconnects with backoff on its own, so the 
 running while the broker is down.
 
 Priority topics (``NOC_MQTT_PRIORITY_TOPICS``, default ``alert/#``) also have a partition of
-their own, so the broker never holds a panic behind the bulk partition's unacknowledged
-telemetry (its in-flight window), and the worker lets a priority batch pass through the steps
-alone (see :mod:`flows.handoff`).
+their own, consumed by the priority lane: a dataflow in a process of its own
+(:mod:`flows.priority`), so the broker never holds a panic behind the bulk partition's
+unacknowledged telemetry (its in-flight window) and no panic waits for the bulk worker. The
+bulk copies of priority messages are paired with the lane's copies (see :mod:`flows.handoff`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows import metrics
 from flows.acks import AckLedger, AckToken, commit, ledger_for
 from flows.envelope import Inbound
-from flows.handoff import Handoff, handoff_for
+from flows.handoff import Handoff, handoff_for, message_key
 from flows.mqtt_codec import Publish
 from flows.mqtt_consumer import ConsumerConfig, MqttConsumer
 
@@ -41,6 +43,17 @@ _MICROSECOND = timedelta(microseconds=1)
 
 PRIORITY_PART = "priority"
 """The partition (client id ``PREFIX-priority``) that consumes only the priority topics."""
+
+
+class LaneReporter(Protocol):
+    """What the priority partition tells the bulk flow's process (:mod:`flows.priority_lane`).
+    Called on the consumer's reader thread; must not block for long."""
+
+    def connected(self, up: bool) -> None:
+        """The priority session is (up) or is no longer (not up) connected."""
+
+    def received(self, keys: list[bytes]) -> None:
+        """Messages with these :func:`~flows.handoff.message_key` keys arrived."""
 
 
 def filter_matcher(filters: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -82,10 +95,15 @@ class MqttSourceConfig:
     share_group: str = "noc"
     outbound_template: str = "device/{device_id}/commands"
     priority_topics: tuple[str, ...] = ("alert/#",)
+    priority_only: bool = False
+    """This source is the priority lane's: it consumes the priority partition alone. Otherwise
+    it consumes the bulk partitions (the lane, a process of its own, consumes the other)."""
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ValueError("partitions must be >= 1")
+        if self.priority_only and not self.priority_topics:
+            raise ValueError("a priority-only source needs priority topics")
         if not self.client_id_prefix:
             raise ValueError("client_id_prefix must not be empty")
 
@@ -100,27 +118,39 @@ class MqttSourceConfig:
 
 
 class MqttSource(FixedPartitionedSource[Inbound, None]):
-    """One partition per MQTT client id: ``PREFIX-0`` .. ``PREFIX-N-1`` for everything, and
-    ``PREFIX-priority`` for the priority topics when there are any (see :mod:`flows.handoff`).
+    """One partition per MQTT client id: ``PREFIX-0`` .. ``PREFIX-N-1`` for everything, or
+    (``priority_only``) ``PREFIX-priority`` for the priority topics, whose partition tells
+    ``reporter`` what it receives (see :mod:`flows.handoff`).
     """
 
     def __init__(
-        self, config: MqttSourceConfig, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        config: MqttSourceConfig,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        reporter: LaneReporter | None = None,
     ) -> None:
         self._config = config
         self._now = now
+        self._reporter = reporter
 
     def list_parts(self) -> list[str]:
-        parts = [str(i) for i in range(self._config.partitions)]
-        return [*parts, PRIORITY_PART] if self._config.priority_topics else parts
+        if self._config.priority_only:
+            return [PRIORITY_PART]
+        return [str(i) for i in range(self._config.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
         del step_id, resume_state  # the broker session is the resume state
-        return _MqttPartition(self._config, for_part, self._now)
+        return _MqttPartition(self._config, for_part, self._now, self._reporter)
 
 
 class _MqttPartition(StatefulSourcePartition[Inbound, None]):
-    def __init__(self, config: MqttSourceConfig, part: str, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: MqttSourceConfig,
+        part: str,
+        now: Callable[[], datetime],
+        reporter: LaneReporter | None,
+    ) -> None:
         self._config = config
         self._now = now
         self._part = part
@@ -129,7 +159,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         self._queue: deque[Inbound] = deque()
         self._last_at = datetime.min.replace(tzinfo=UTC)
         self._is_priority_part = part == PRIORITY_PART
-        self._waited = False  # this bulk partition handed over nothing last round
+        self._reporter = reporter if self._is_priority_part else None
         self._handoff: Handoff[Inbound] = handoff_for(config.client_id_prefix)
         self._priority = None if self._is_priority_part else filter_matcher(config.priority_topics)
         self._outbound = outbound_matcher(config.outbound_template)
@@ -153,8 +183,8 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
     # consumer thread ------------------------------------------------------------------
     def _on_connect(self, session_present: bool) -> None:
         self._ledger.new_connection()
-        if self._is_priority_part:
-            self._handoff.priority_connected = True
+        if self._reporter is not None:
+            self._reporter.connected(True)
         metrics.MQTT_CONNECTED.labels(self._part).set(1)
         metrics.MQTT_CONNECTS.labels(self._part).inc()
         log.info(
@@ -166,8 +196,8 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         )
 
     def _on_disconnect(self, reason: str) -> None:
-        if self._is_priority_part:
-            self._handoff.priority_connected = False
+        if self._reporter is not None:
+            self._reporter.connected(False)
         self._ledger.new_connection()
         metrics.MQTT_CONNECTED.labels(self._part).set(0)
         log.warning("mqtt %s: disconnected (%s); reconnecting", self._client_id, reason)
@@ -178,6 +208,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
         tokens = iter(self._ledger.received_many(mids))
         done: list[AckToken | None] = []  # nothing (more) to store: acknowledge at once
         handoff = self._handoff
+        keys: list[bytes] = []  # priority partition: what the bulk flow pairs with
         for msg in messages:
             token = next(tokens) if msg.mid is not None else None
             topic = msg.topic
@@ -191,46 +222,40 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
             self._last_at = at
             inbound = Inbound(topic, msg.payload, at, token)
             if self._is_priority_part:
-                paired = handoff.priority_copy(topic, msg.payload)
-                if paired is not None:  # the bulk copy was waiting for this one
-                    done.append(paired.token)
-                    metrics.MQTT_HANDED_OFF.inc()
+                keys.append(message_key(topic, msg.payload))
             elif self._priority is not None and self._priority.match(topic):
                 verdict = handoff.bulk_copy(topic, msg.payload, inbound)
-                if verdict == "paired":  # the priority partition has this message
+                if verdict == "paired":  # the priority lane has this message: it stores it
                     done.append(token)
                     metrics.MQTT_HANDED_OFF.inc()
-                    continue
-                if verdict == "held":
+                    inbound = Inbound(topic, msg.payload, at, None, elsewhere=True)
+                elif verdict == "held":
                     continue
             self._queue.append(inbound)
-        if self._is_priority_part:
-            handoff.priority_queued = len(self._queue)
+        if keys and self._reporter is not None:
+            self._reporter.received(keys)
         commit(done)
         self._received.inc(len(messages))
 
     # Bytewax worker thread -----------------------------------------------------------
     def next_batch(self) -> list[Inbound]:
-        """Acknowledge what has committed, then hand over what arrived. Never blocks.
-
-        At most ``batch_max`` messages: a priority message waits for at most one such batch
-        to pass through the steps, and then passes alone (bulk partitions hand over nothing
-        while priority messages are queued or on their way, but never two rounds running).
-        """
+        """Acknowledge what has committed, then hand over at most ``batch_max`` of what
+        arrived. Never blocks."""
+        queue = self._queue
+        if not self._is_priority_part:
+            queue.extend(self._handoff.expired())  # bulk copies the priority lane never got
+            paired = self._handoff.take_paired()  # held bulk copies the lane has now
+            if paired:
+                commit(p.token for p in paired)
+                metrics.MQTT_HANDED_OFF.inc(len(paired))
+                queue.extend(
+                    Inbound(p.topic, p.payload, p.received_at, None, elsewhere=True) for p in paired
+                )
         self._send_acks()
         metrics.MQTT_IN_FLIGHT.labels(self._part).set(self._ledger.in_flight)
         batch: list[Inbound] = []
-        queue = self._queue
-        if not self._is_priority_part:
-            queue.extend(self._handoff.expired())  # bulk copies the priority side never got
-            self._waited = self._handoff.bulk_waits(self._waited)
-            if self._waited:
-                return batch
         while queue and len(batch) < self._config.batch_max:
             batch.append(queue.popleft())
-        if self._is_priority_part:
-            self._handoff.priority_queued = len(queue)
-            self._handoff.priority_polled = bool(batch)
         return batch
 
     def _send_acks(self) -> None:

@@ -30,7 +30,7 @@ def decode_step(msg: Inbound) -> Envelope:
         if counter is None:
             counter = _RECORDS_BY_KIND[kind] = metrics.RECORDS.labels(kind.__name__)
         counter.inc()
-    return Envelope(msg.topic, msg.payload, msg.token, record)
+    return Envelope(msg.topic, msg.payload, msg.token, record, elsewhere=msg.elsewhere)
 
 
 class EnrichStep:

@@ -43,11 +43,13 @@ log = logging.getLogger(__name__)
 
 def split_lanes(items: list[Envelope]) -> tuple[list[Envelope], list[Envelope]]:
     """``(urgent, bulk)``, each in the order given: urgent are the items that change alerts or
-    command a device (:func:`~operators.records.changes_alerts`)."""
+    command a device (:func:`~operators.records.changes_alerts`). Items stored elsewhere (by
+    the priority lane) are in neither."""
     urgent: list[Envelope] = []
     bulk: list[Envelope] = []
     for e in items:
-        (urgent if changes_alerts(e.stored_item) else bulk).append(e)
+        if not e.elsewhere:
+            (urgent if changes_alerts(e.stored_item) else bulk).append(e)
     return urgent, bulk
 
 
@@ -60,16 +62,18 @@ class StorageSink(DynamicSink[Envelope]):
         commands: Callable[[], CommandPublisher] | None = None,
         max_backoff_s: float = 5.0,
         bulk_max_rows: int = 5000,
+        name: str = "noc-ingest",
     ) -> None:
         self._url = database_url
         self._commands = commands
         self._max_backoff_s = max_backoff_s
         self._bulk_max_rows = bulk_max_rows
+        self._name = name
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StoragePartition:
         del step_id, worker_count
         publisher = self._commands() if self._commands else None
-        name = f"noc-ingest-{worker_index}"
+        name = f"{self._name}-{worker_index}"
         backoff = self._max_backoff_s
         urgent = _Lane("urgent", BatchWriter(self._url, f"{name}-urgent"), publisher, backoff)
         bulk = _Lane("bulk", BatchWriter(self._url, name), publisher, backoff)

@@ -50,7 +50,7 @@ from operators.heartbeat import ALERT_TYPE as OFFLINE
 from operators.heartbeat import HeartbeatConfig
 from operators.immobility import ALERT_TYPE as MAN_DOWN
 from operators.immobility import ImmobilityConfig
-from operators.records import Enriched, Position
+from operators.records import DerivedAlerts, Enriched, Position
 from operators.trends import BATTERY_DRAIN, TEMPERATURE_SUSTAINED, TrendConfig
 from operators.windows import (
     BATTERY,
@@ -313,9 +313,12 @@ class WindowLogic(StatefulLogic[WindowItem, Envelope, DeviceWindowsState | None]
         if self._windows.state.late > late:
             LATE_SAMPLES.inc(self._windows.state.late - late)
         if fx.on_message:
-            item.resolutions.extend(fx.on_message)
             for r in fx.on_message:
                 WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
+            if value.elsewhere:  # not stored here: the resolution travels on its own
+                out.append(derived(DerivedAlerts(item.tenant_id, resolutions=fx.on_message)))
+            else:
+                item.resolutions.extend(fx.on_message)
         out.append(value)
         out.extend(self._derived(fx))
         return out, StatefulLogic.RETAIN

@@ -114,6 +114,28 @@ def _topic_filters(raw: str) -> tuple[str, ...]:
     return filters
 
 
+def _filter_matches(topic_filter: str, topic: str) -> bool:
+    """Whether an MQTT topic filter (``+``, trailing ``#``) matches ``topic``."""
+    levels, names = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True
+        if i >= len(names) or (level != "+" and level != names[i]):
+            return False
+    return len(levels) == len(names)
+
+
+def _priority_topics(raw: str) -> tuple[str, ...]:
+    filters = _topic_filters(raw)
+    for f in filters:
+        if _filter_matches(f, "guard/g/gps"):
+            raise ValueError(
+                f"{f!r} matches guard positions, which the geofence needs in the bulk flow; "
+                "name the priority topics, e.g. alert/#,sensor/+/smoke"
+            )
+    return filters
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """PostgreSQL / TimescaleDB connection."""
@@ -154,9 +176,10 @@ class MqttSettings:
     priority_topics: tuple[str, ...] = _env(
         "NOC_MQTT_PRIORITY_TOPICS",
         ("alert/#",),
-        "Comma-separated topic filters whose messages overtake queued traffic: handed to the "
-        "flow first and stored in their own small transactions (empty: no priority).",
-        _topic_filters,
+        "Comma-separated topic filters whose messages overtake queued traffic: consumed by the "
+        "priority lane, a process of its own started by the flow, and stored in their own "
+        "small transactions (empty: no priority lane). Must not match guard positions.",
+        _priority_topics,
     )
     commands_topic: str = _env(
         "NOC_TOPIC_COMMANDS",
@@ -206,6 +229,19 @@ class IngestSettings:
         9464,
         "Port of the flow's Prometheus /metrics on 127.0.0.1 (0 disables it).",
         _port_or_zero,
+    )
+    priority_metrics_port: int = _env(
+        "NOC_PRIORITY_METRICS_PORT",
+        9466,
+        "Port of the priority lane's Prometheus /metrics on 127.0.0.1 (0 disables it).",
+        _port_or_zero,
+    )
+    priority_poll_ms: float = _env(
+        "NOC_PRIORITY_POLL_MS",
+        1.0,
+        "Poll interval of the priority lane's idle MQTT source, ms: the most a priority "
+        "message waits for the lane's worker to look.",
+        _positive_float,
     )
 
 

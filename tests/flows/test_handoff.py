@@ -42,7 +42,7 @@ def test_message_key_depends_on_topic_and_payload() -> None:
 
 def test_priority_copy_first_then_bulk_copy_is_paired() -> None:
     handoff = connected()
-    assert handoff.priority_copy("alert/panic/d-1", b"p") is None
+    assert handoff.priority_copy(message_key("alert/panic/d-1", b"p")) is None
     assert handoff.bulk_copy("alert/panic/d-1", b"p", "bulk-1") == "paired"
     assert handoff.held == 0
     # The pairing was used up: a second bulk copy has nothing to pair with.
@@ -53,7 +53,7 @@ def test_bulk_copy_first_is_held_until_the_priority_copy() -> None:
     handoff = connected()
     assert handoff.bulk_copy("alert/panic/d-1", b"p", "bulk-1") == "held"
     assert handoff.held == 1
-    assert handoff.priority_copy("alert/panic/d-1", b"p") == "bulk-1"
+    assert handoff.priority_copy(message_key("alert/panic/d-1", b"p")) == "bulk-1"
     assert handoff.held == 0
     # The priority copy was consumed by the pairing, not remembered for a later bulk copy.
     assert handoff.bulk_copy("alert/panic/d-1", b"p", "bulk-2") == "held"
@@ -64,7 +64,7 @@ def test_paired_held_copy_is_not_expired_later() -> None:
     clock = FakeClock()
     handoff = connected(clock=clock)
     handoff.bulk_copy("t", b"p", "bulk-1")
-    assert handoff.priority_copy("t", b"p") == "bulk-1"
+    assert handoff.priority_copy(message_key("t", b"p")) == "bulk-1"
     clock.now += 60
     assert handoff.expired() == []
 
@@ -75,7 +75,7 @@ def test_bulk_copy_while_priority_disconnected(priority_seen: bool) -> None:
     assert handoff.priority_connected is False
     if priority_seen:
         # A priority copy received before the disconnect still pairs its bulk copy.
-        handoff.priority_copy("t", b"p")
+        handoff.priority_copy(message_key("t", b"p"))
         assert handoff.bulk_copy("t", b"p", "bulk-1") == "paired"
     else:
         assert handoff.bulk_copy("t", b"p", "bulk-1") == "process"
@@ -100,7 +100,7 @@ def test_held_copies_expire_after_hold_s_in_arrival_order() -> None:
     assert handoff.held == 0
     assert handoff.expired() == []
     # An expired copy is gone: its late priority copy is remembered for a next bulk copy.
-    assert handoff.priority_copy("t", b"1") is None
+    assert handoff.priority_copy(message_key("t", b"1")) is None
 
 
 def test_all_held_copies_expire_at_once_when_priority_disconnects() -> None:
@@ -121,17 +121,17 @@ def test_duplicates_pair_one_to_one() -> None:
     clock = FakeClock()
     handoff = connected(clock=clock)
     # Two priority copies of the same topic and payload pair two bulk copies, not three.
-    assert handoff.priority_copy("t", b"p") is None
-    assert handoff.priority_copy("t", b"p") is None
+    assert handoff.priority_copy(message_key("t", b"p")) is None
+    assert handoff.priority_copy(message_key("t", b"p")) is None
     assert handoff.bulk_copy("t", b"p", "a") == "paired"
     assert handoff.bulk_copy("t", b"p", "b") == "paired"
     assert handoff.bulk_copy("t", b"p", "c") == "held"
     # Two held bulk copies are released one per priority copy, oldest first.
     assert handoff.bulk_copy("t", b"p", "d") == "held"
     assert handoff.held == 2
-    assert handoff.priority_copy("t", b"p") == "c"
-    assert handoff.priority_copy("t", b"p") == "d"
-    assert handoff.priority_copy("t", b"p") is None
+    assert handoff.priority_copy(message_key("t", b"p")) == "c"
+    assert handoff.priority_copy(message_key("t", b"p")) == "d"
+    assert handoff.priority_copy(message_key("t", b"p")) is None
     assert handoff.held == 0
     clock.now += 60
     assert handoff.expired() == []
@@ -142,7 +142,7 @@ def test_duplicate_held_at_the_same_instant_expires_once_each() -> None:
     handoff = connected(hold_s=5.0, clock=clock)
     handoff.bulk_copy("t", b"p", "a")
     handoff.bulk_copy("t", b"p", "b")
-    assert handoff.priority_copy("t", b"p") == "a"
+    assert handoff.priority_copy(message_key("t", b"p")) == "a"
     clock.now += 5
     assert handoff.expired() == ["b"]
     assert handoff.expired() == []
@@ -152,7 +152,7 @@ def test_held_again_after_pairing_expires_on_its_own_time() -> None:
     clock = FakeClock(1000.0)
     handoff = connected(hold_s=5.0, clock=clock)
     handoff.bulk_copy("t", b"p", "a")
-    assert handoff.priority_copy("t", b"p") == "a"
+    assert handoff.priority_copy(message_key("t", b"p")) == "a"
     clock.now = 1003.0
     handoff.bulk_copy("t", b"p", "b")
     clock.now = 1005.0  # the first (paired) copy's time is up, not the second's
@@ -176,16 +176,16 @@ def test_different_messages_never_pair(
     priority: tuple[str, bytes], bulk: tuple[str, bytes]
 ) -> None:
     handoff = connected()
-    assert handoff.priority_copy(*priority) is None
+    assert handoff.priority_copy(message_key(*priority)) is None
     assert handoff.bulk_copy(*bulk, "bulk") == "held"
-    assert handoff.priority_copy(*priority) is None
+    assert handoff.priority_copy(message_key(*priority)) is None
     assert handoff.held == 1
 
 
 def test_capacity_forgets_the_oldest_unpaired_priority_copy() -> None:
     handoff = connected(capacity=2)
     for topic in ("a", "b", "c"):
-        assert handoff.priority_copy(topic, b"p") is None
+        assert handoff.priority_copy(message_key(topic, b"p")) is None
     assert handoff.bulk_copy("a", b"p", "bulk-a") == "held"  # forgotten
     assert handoff.bulk_copy("b", b"p", "bulk-b") == "paired"
     assert handoff.bulk_copy("c", b"p", "bulk-c") == "paired"
@@ -193,29 +193,12 @@ def test_capacity_forgets_the_oldest_unpaired_priority_copy() -> None:
 
 def test_capacity_counts_messages_not_duplicates() -> None:
     handoff = connected(capacity=2)
-    handoff.priority_copy("a", b"p")
-    handoff.priority_copy("a", b"p")
-    handoff.priority_copy("b", b"p")
+    handoff.priority_copy(message_key("a", b"p"))
+    handoff.priority_copy(message_key("a", b"p"))
+    handoff.priority_copy(message_key("b", b"p"))
     assert handoff.bulk_copy("a", b"p", "1") == "paired"
     assert handoff.bulk_copy("a", b"p", "2") == "paired"
     assert handoff.bulk_copy("b", b"p", "3") == "paired"
-
-
-@pytest.mark.parametrize(
-    ("queued", "polled", "expected"),
-    [
-        (0, False, False),
-        (0, True, True),
-        (1, False, True),
-        (5, True, True),
-    ],
-)  # fmt: skip
-def test_priority_first(queued: int, polled: bool, expected: bool) -> None:
-    handoff = Handoff[str]()
-    assert handoff.priority_first() is False
-    handoff.priority_queued = queued
-    handoff.priority_polled = polled
-    assert handoff.priority_first() is expected
 
 
 # Each message (index) has a priority copy and a bulk copy; some share topic and payload.
@@ -247,7 +230,7 @@ def test_every_bulk_copy_is_paired_or_returned_exactly_once(
     for side, i in events:
         topic, payload = messages[i]
         if side == "priority":
-            item = handoff.priority_copy(topic, payload)
+            item = handoff.priority_copy(message_key(topic, payload))
             if item is not None:
                 # Only a bulk copy of the same message (topic and payload) is handed back.
                 assert messages[int(item)] == messages[i]
@@ -264,30 +247,14 @@ def test_every_bulk_copy_is_paired_or_returned_exactly_once(
     assert handoff.expired() == []
 
 
-@pytest.mark.parametrize(
-    ("queued", "polled", "waited_last_time", "waits"),
-    [
-        (0, False, False, False),  # nothing of priority: bulk goes
-        (3, False, False, True),  # priority queued: bulk waits
-        (0, True, False, True),  # priority batch on its way: bulk waits
-        (3, True, True, False),  # waited last round: bulk goes even in a storm
-        (0, False, True, False),
-    ],
-)
-def test_bulk_waits_for_priority_but_never_two_rounds_running(
-    queued: int, polled: bool, waited_last_time: bool, waits: bool
-) -> None:
-    handoff: Handoff[str] = Handoff()
-    handoff.priority_queued, handoff.priority_polled = queued, polled
-    assert handoff.bulk_waits(waited_last_time) is waits
-
-
-def test_a_priority_storm_leaves_bulk_every_other_round() -> None:
-    handoff: Handoff[str] = Handoff()
-    handoff.priority_queued = 1  # priority messages never stop coming
-    waited = False
-    turns = []
-    for _ in range(10):
-        waited = handoff.bulk_waits(waited)
-        turns.append(not waited)
-    assert turns == [False, True] * 5
+def test_copies_paired_through_the_lane_are_taken_once_in_order() -> None:
+    handoff = connected()
+    for i in range(3):
+        assert handoff.bulk_copy("alert/panic/d-1", str(i).encode(), f"bulk-{i}") == "held"
+    keys = [message_key("alert/panic/d-1", b"2"), message_key("alert/panic/d-1", b"0")]
+    assert handoff.priority_copies([*keys, message_key("alert/other", b"x")]) == 2
+    assert handoff.take_paired() == ["bulk-2", "bulk-0"]
+    assert handoff.take_paired() == []
+    assert handoff.held == 1
+    # The unpaired priority copy is remembered for its bulk copy.
+    assert handoff.bulk_copy("alert/other", b"x", "bulk-x") == "paired"

@@ -73,16 +73,24 @@ def test_outbound_matcher_recognises_the_command_topic_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("partitions", "priority", "parts"),
+    ("partitions", "priority", "priority_only", "parts"),
     [
-        (1, ("alert/#",), ["0", PRIORITY_PART]),
-        (3, ("alert/#",), ["0", "1", "2", PRIORITY_PART]),
-        (1, (), ["0"]),
+        (1, ("alert/#",), False, ["0"]),
+        (3, ("alert/#",), False, ["0", "1", "2"]),
+        (1, (), False, ["0"]),
+        (3, ("alert/#",), True, [PRIORITY_PART]),
     ],
 )
-def test_partitions(partitions: int, priority: tuple[str, ...], parts: list[str]) -> None:
-    source = MqttSource(config(partitions=partitions, priority_topics=priority))
-    assert source.list_parts() == parts
+def test_partitions(
+    partitions: int, priority: tuple[str, ...], priority_only: bool, parts: list[str]
+) -> None:
+    c = config(partitions=partitions, priority_topics=priority, priority_only=priority_only)
+    assert MqttSource(c).list_parts() == parts
+
+
+def test_a_priority_only_source_needs_priority_topics() -> None:
+    with pytest.raises(ValueError, match="priority topics"):
+        config(priority_topics=(), priority_only=True)
 
 
 @pytest.mark.parametrize(

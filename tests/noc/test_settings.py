@@ -59,7 +59,7 @@ def test_every_setting_is_documented() -> None:
     [
         ("alert/#", ("alert/#",)),
         (" alert/# , sensor/+/smoke ", ("alert/#", "sensor/+/smoke")),
-        ("#", ("#",)),
+        ("alert/+/+,guard/+/panic", ("alert/+/+", "guard/+/panic")),
         ("", ()),
     ],
 )
@@ -71,4 +71,10 @@ def test_priority_topics_are_mqtt_filters(raw: str, expected: tuple[str, ...]) -
 @pytest.mark.parametrize("raw", ["alert/#/x", "alert/#x", "sensor/a+/smoke", "$SYS/#"])
 def test_bad_priority_topics_name_the_variable(raw: str) -> None:
     with pytest.raises(SettingsError, match="NOC_MQTT_PRIORITY_TOPICS"):
+        load_settings({"NOC_MQTT_PRIORITY_TOPICS": raw})
+
+
+@pytest.mark.parametrize("raw", ["#", "guard/#", "guard/+/gps", "+/+/gps", "+/+/+", "alert/#,+/#"])
+def test_priority_topics_must_leave_guard_positions_to_the_bulk_flow(raw: str) -> None:
+    with pytest.raises(SettingsError, match="matches guard positions"):
         load_settings({"NOC_MQTT_PRIORITY_TOPICS": raw})
