@@ -28,7 +28,7 @@ from flows.mqtt_source import MqttSource, MqttSourceConfig
 from flows.priority_lane import PriorityLane
 from flows.steps import EnrichStep, decode_step
 from flows.storage_sink import StorageSink
-from flows.windows import window_key, window_parts
+from flows.windows import window_parts, windows_step
 from noc import logs
 from noc.settings import Settings, load_settings
 from operators.fence_alerts import FenceAlertConfig
@@ -121,12 +121,8 @@ def build_flow(settings: Settings | None = None, priority_lane: bool = True) -> 
     # RosterTick(Subject | removed): every registered device / guard at start, then changes
     merged = op.merge("with_roster", judged, roster)
     # Envelope | RosterTick
-    by_subject = op.key_on("by_subject", merged, window_key)
-    # ("1:gd-1" | "1:guard:7" | "-", Envelope | RosterTick)
-    windowed = op.stateful("windows", by_subject, window_step.build)
-    # (key, Envelope + back-online resolution) | (key, derived(DerivedAlerts)) from timers
-    stored = op.key_rm("unkey_windows", windowed)
-    # Envelope
+    stored = windows_step("windows", merged, window_step)
+    # Envelope (+ back-online resolution) | derived(DerivedAlerts) from timers
     op.output(
         "store",
         stored,

@@ -1,22 +1,24 @@
 """Windows step of the ingest flow: device heartbeat, telemetry trends, man-down.
 
-Wiring for :mod:`operators.windows`. Items are keyed by *subject* (a registered device, or a
-guard without one) and go through one ``op.stateful`` step whose logic, :class:`WindowLogic`,
-owns one :class:`~operators.windows.DeviceWindows`:
+Wiring for :mod:`operators.windows`. Each *subject* (a registered device, or a guard without
+one) has one :class:`~operators.windows.DeviceWindows`; the step (:func:`windows_step`) is an
+``op.stateful_batch`` keyed by shard, whose logic, :class:`ShardLogic`, holds the windows of
+the shard's subjects and their timers:
 
 - a message updates the heartbeat and the event-time windows; if it brings an offline device
   back, the resolution rides on the message's own :class:`Enriched` (storage applies it only
-  if the message is new, so a redelivery does not resolve twice);
+  if the message is new, so a redelivery does not resolve twice), or travels on its own when
+  the message is stored by the priority lane (``Envelope.elsewhere``);
 - alerts decided by time (silence, a trend, a guard not moving) leave as
   ``derived(DerivedAlerts(...))`` envelopes, from ``on_notify`` (Bytewax calls it when the
-  ``notify_at`` time passes on the wall clock) or from ``on_item``;
+  ``notify_at`` time passes on the wall clock) or from ``on_batch``;
 - a **roster** input (:class:`RosterSource`) emits one :class:`RosterTick` per registered
   device (and per guard without a device) when the flow starts and whenever the registry
-  changes. Without it a key's state would only exist once a message arrived, and a device that
-  stays silent after a restart would never be reported. Ticks also carry interval, kind and
-  shift changes, and removals (whose raised alerts are resolved).
+  changes. Without it a subject's state would only exist once a message arrived, and a device
+  that stays silent after a restart would never be reported. Ticks also carry interval, kind
+  and shift changes, and removals (whose raised alerts are resolved).
 
-Restart: when a key's state is first built it is rebuilt from the database
+Restart: when a subject's state is first built it is rebuilt from the database
 (:class:`HistoryLoader` → ``WindowsConfig.resume``), like the geofence hysteresis is: open
 alerts, the latest stored message and the samples of the last windows. Bytewax recovery
 snapshots work too when ``NOC_WINDOW_SNAPSHOTS`` is on (``snapshot()`` returns the state; the
@@ -32,15 +34,19 @@ the old alert and is resolved with it. The pure core keeps the decision order
 
 from __future__ import annotations
 
+import heapq
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import bytewax.operators as op
 import psycopg
+from bytewax.dataflow import Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 from prometheus_client import Counter
 
 from flows.envelope import Envelope, derived
@@ -235,8 +241,24 @@ class _RosterPartition(StatefulSourcePartition[RosterTick, None]):
         return None
 
 
+ShardState = dict[str, DeviceWindowsState]
+"""What a shard hands to Bytewax snapshots: each subject's windows."""
+
+
+def shard_of(key: str, shards: int) -> str:
+    """The shard (``"0"`` .. ``shards-1``) of a window key; stable across processes."""
+    return str(zlib.crc32(key.encode()) % shards) if shards > 1 else "0"
+
+
 class WindowStep:
-    """Builder of the ``op.stateful`` windows step (``build`` is the builder)."""
+    """Builder of the ``op.stateful_batch`` windows step (``build`` is the builder).
+
+    The step is keyed by *shard*, not by subject: one logic holds the windows of every subject
+    of its shard and keeps their timers in a heap. Bytewax then calls Python once per batch
+    and once per wake-up instead of once per subject for each (per subject, the calls and
+    Bytewax's own bookkeeping of 500 keys cost more than the windows themselves).
+    ``shards`` spreads subjects over the workers (one shard per worker is enough).
+    """
 
     def __init__(
         self,
@@ -245,20 +267,30 @@ class WindowStep:
         history: HistorySource | None,
         now: Callable[[], datetime] = _utcnow,
         snapshots: bool = False,
+        shards: int = 1,
     ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
         self.config = config
         self._directory = directory
         self._history = history
         self.now = now
         self.snapshots = snapshots
-        """Hand each key's state to Bytewax at every epoch (only of use with Bytewax
-        recovery: without it a snapshot is a copy of every device's windows made for nothing
-        every 10 s, a pause that grows with the windows)."""
+        """Hand the windows to Bytewax at every epoch (only of use with Bytewax recovery:
+        without it a snapshot is a copy of every device's windows made for nothing every
+        10 s, a pause that grows with the windows)."""
+        self.shards = shards
         self.started_at = now()
 
-    def build(self, resume: DeviceWindowsState | None) -> WindowLogic:
-        windows = None if resume is None else self.config.build(resume.subject, resume)
-        return WindowLogic(self, windows)
+    def shard_key(self, value: WindowItem) -> str:
+        """Key of the step: the shard of the item's subject."""
+        return shard_of(window_key(value), self.shards)
+
+    def build(self, resume: ShardState | None) -> ShardLogic:
+        windows = {
+            key: self.config.build(state.subject, state) for key, state in (resume or {}).items()
+        }
+        return ShardLogic(self, windows)
 
     def bind(self, subject: Subject, now: datetime) -> tuple[DeviceWindows, WindowEffects]:
         """A key's first state: rebuilt from the database, or fresh when it has nothing."""
@@ -287,78 +319,137 @@ class WindowStep:
         )
 
 
-class WindowLogic(StatefulLogic[WindowItem, Envelope, DeviceWindowsState | None]):
-    """One key's windows. Pass-through keys keep no state (discarded after each item)."""
+def windows_step(step_id: str, up: Stream[WindowItem], step: WindowStep) -> Stream[Envelope]:
+    """Wire the windows: key by shard, one :class:`ShardLogic` per shard, unkey."""
+    by_shard = op.key_on(f"{step_id}_by_shard", up, step.shard_key)
+    # ("0", Envelope | RosterTick)
+    windowed = op.stateful_batch(step_id, by_shard, step.build)
+    # ("0", Envelope + back-online resolution | derived(DerivedAlerts) from timers)
+    return op.key_rm(f"{step_id}_unkey", windowed)
 
-    def __init__(self, step: WindowStep, windows: DeviceWindows | None) -> None:
+
+class ShardLogic(StatefulBatchLogic[WindowItem, Envelope, ShardState | None]):
+    """The windows of one shard's subjects, with their timers in a heap.
+
+    Items no window watches pass through. A subject's windows are built at its first message
+    or roster tick (rebuilt from the database) and dropped when it leaves the registry.
+    ``notify_at`` is the earliest subject timer; heap entries that a later change replaced
+    are skipped when they come up.
+    """
+
+    def __init__(self, step: WindowStep, windows: dict[str, DeviceWindows]) -> None:
         self._step = step
         self._windows = windows
+        self._due: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        for key in windows:
+            self._schedule(key)
 
-    def on_item(self, value: WindowItem) -> tuple[Iterable[Envelope], bool]:
+    def on_batch(self, values: list[WindowItem]) -> tuple[Iterable[Envelope], bool]:
         now = self._step.now()
-        if isinstance(value, RosterTick):
-            return self._on_tick(value, now)
-        item = value.item
-        if not isinstance(item, Enriched) or window_key(value) == PASS_KEY:
-            return [value], self._windows is None
         out: list[Envelope] = []
-        if self._windows is None:
-            subject = self._step.subject_for(value)
-            if subject is None:
-                return [value], StatefulLogic.DISCARD
-            self._windows, rebuilt = self._step.bind(subject, now)
-            out.extend(self._derived(rebuilt))
-        late = self._windows.state.late
-        fx = self._windows.on_record(item.record, now)
-        if self._windows.state.late > late:
-            LATE_SAMPLES.inc(self._windows.state.late - late)
-        if fx.on_message:
-            for r in fx.on_message:
-                WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
-            if value.elsewhere:  # not stored here: the resolution travels on its own
-                out.append(derived(DerivedAlerts(item.tenant_id, resolutions=fx.on_message)))
-            else:
-                item.resolutions.extend(fx.on_message)
-        out.append(value)
-        out.extend(self._derived(fx))
-        return out, StatefulLogic.RETAIN
+        touched: set[str] = set()
+        for value in values:
+            if isinstance(value, RosterTick):
+                key = value.subject.key
+                self._on_tick(key, value, now, out)
+                touched.add(key)
+                continue
+            item = value.item
+            key = window_key(value)
+            if key == PASS_KEY or not isinstance(item, Enriched):
+                out.append(value)
+                continue
+            windows = self._windows.get(key)
+            if windows is None:
+                subject = self._step.subject_for(value)
+                if subject is None:
+                    out.append(value)
+                    continue
+                windows, rebuilt = self._step.bind(subject, now)
+                self._windows[key] = windows
+                self._derived(windows, rebuilt, out)
+            late = windows.state.late
+            fx = windows.on_record(item.record, now)
+            if windows.state.late > late:
+                LATE_SAMPLES.inc(windows.state.late - late)
+            if fx.on_message:
+                for r in fx.on_message:
+                    WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
+                if value.elsewhere:  # not stored here: the resolution travels on its own
+                    out.append(derived(DerivedAlerts(item.tenant_id, resolutions=fx.on_message)))
+                else:
+                    item.resolutions.extend(fx.on_message)
+            out.append(value)
+            self._derived(windows, fx, out)
+            touched.add(key)
+        for key in touched:
+            self._schedule(key)
+        return out, StatefulBatchLogic.RETAIN
 
-    def _on_tick(self, tick: RosterTick, now: datetime) -> tuple[Iterable[Envelope], bool]:
-        if self._windows is None:
-            if tick.removed:
-                return [], StatefulLogic.DISCARD
-            self._windows, rebuilt = self._step.bind(tick.subject, now)
-            return self._derived(rebuilt), StatefulLogic.RETAIN
-        if tick.removed:
-            return self._derived(self._windows.retire(now)), StatefulLogic.DISCARD
-        return self._derived(self._windows.rebind(tick.subject, now)), StatefulLogic.RETAIN
+    def _on_tick(self, key: str, tick: RosterTick, now: datetime, out: list[Envelope]) -> None:
+        windows = self._windows.get(key)
+        if windows is None:
+            if not tick.removed:
+                windows, rebuilt = self._step.bind(tick.subject, now)
+                self._windows[key] = windows
+                self._derived(windows, rebuilt, out)
+        elif tick.removed:
+            self._derived(windows, windows.retire(now), out)
+            del self._windows[key]
+        else:
+            self._derived(windows, windows.rebind(tick.subject, now), out)
 
     def on_notify(self) -> tuple[Iterable[Envelope], bool]:
-        if self._windows is None:
-            return [], StatefulLogic.DISCARD
-        return self._derived(self._windows.on_time(self._step.now())), StatefulLogic.RETAIN
-
-    def on_eof(self) -> tuple[Iterable[Envelope], bool]:
-        return [], self._windows is None
+        now = self._step.now()
+        out: list[Envelope] = []
+        heap = self._heap
+        due_keys: list[str] = []
+        while heap and heap[0][0] <= now:
+            due, key = heapq.heappop(heap)
+            if self._due.get(key) == due:
+                del self._due[key]
+                due_keys.append(key)
+        for key in due_keys:
+            windows = self._windows.get(key)
+            if windows is not None:
+                self._derived(windows, windows.on_time(now), out)
+                self._schedule(key)
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return None if self._windows is None else self._windows.next_due()
+        heap = self._heap
+        while heap and self._due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # replaced by a later schedule
+        return heap[0][0] if heap else None
 
-    def snapshot(self) -> DeviceWindowsState | None:
-        if self._windows is None or not self._step.snapshots:
+    def snapshot(self) -> ShardState | None:
+        if not self._step.snapshots:
             return None  # resumed from the database instead (see the module docstring)
-        return self._windows.snapshot()
+        return {key: windows.snapshot() for key, windows in self._windows.items()}
 
-    def _derived(self, fx: WindowEffects) -> list[Envelope]:
-        assert self._windows is not None
-        alerts = fx.derived(self._windows.subject.tenant_id)
+    def _schedule(self, key: str) -> None:
+        windows = self._windows.get(key)
+        due = None if windows is None else windows.next_due()
+        if due is None:
+            self._due.pop(key, None)
+        elif self._due.get(key) != due:
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, key))
+        if len(self._heap) > 4 * len(self._due) + 64:  # mostly replaced entries: rebuild
+            self._heap = [(d, k) for k, d in self._due.items()]
+            heapq.heapify(self._heap)
+
+    @staticmethod
+    def _derived(windows: DeviceWindows, fx: WindowEffects, out: list[Envelope]) -> None:
+        alerts = fx.derived(windows.subject.tenant_id)
         if alerts is None:
-            return []
+            return
         for a in alerts.alerts:
             WINDOW_ALERTS.labels(a.alert_type, "raised").inc()
         for r in alerts.resolutions:
             WINDOW_ALERTS.labels(r.alert_type, "resolved").inc()
-        return [derived(alerts)]
+        out.append(derived(alerts))
 
 
 # -- rebuilding from the database ---------------------------------------------------------------
@@ -512,9 +603,12 @@ __all__ = [
     "Roster",
     "RosterSource",
     "RosterTick",
-    "WindowLogic",
+    "ShardLogic",
+    "ShardState",
     "WindowStep",
+    "shard_of",
     "window_key",
     "window_parts",
     "windows_config",
+    "windows_step",
 ]

@@ -91,6 +91,7 @@ __all__ = [
     "Subject",
     "WindowEffects",
     "WindowsConfig",
+    "sample_tuples",
     "samples_of",
     "subject_key",
     "subjects_of",
@@ -181,6 +182,25 @@ class Sample:
 
 SampleTuple = tuple[datetime, str, float, float, float, float]
 """A :class:`Sample` as a plain tuple (how windows keep pending samples)."""
+
+
+def sample_tuples(record: DataRecord) -> list[SampleTuple]:
+    """:func:`samples_of` as tuples (``Sample.as_tuple``), without building the samples."""
+    match record:
+        case Telemetry():
+            out: list[SampleTuple] = []
+            battery, temperature = record.battery, record.temperature
+            if battery is not None and math.isfinite(battery):
+                out.append((record.ts, BATTERY, float(battery), 0.0, 0.0, -1.0))
+            if temperature is not None and math.isfinite(temperature):
+                out.append((record.ts, TEMPERATURE, float(temperature), 0.0, 0.0, -1.0))
+            return out
+        case SensorReading(kind="temperature", value=value) if value is not None:
+            return [(record.ts, TEMPERATURE, float(value), 0.0, 0.0, -1.0)]
+        case Position():
+            accuracy = -1.0 if record.accuracy is None else float(record.accuracy)
+            return [(record.ts, POSITION, 0.0, record.lat, record.lon, accuracy)]
+    return []
 
 
 def samples_of(record: DataRecord) -> list[Sample]:
@@ -381,6 +401,8 @@ class DeviceWindows:
         # Each key's grid is shifted by a fraction of the step taken from its key, so the
         # wake-ups of many devices spread over the step instead of landing at once.
         self._phase = zlib.crc32(state.subject.key.encode()) % 1000 / 1000
+        self._step_us = round(config.release_step_s * 1_000_000)
+        self._shift_us = round(self._phase * self._step_us)
 
     @property
     def subject(self) -> Subject:
@@ -406,31 +428,42 @@ class DeviceWindows:
             if event is not None:
                 fx.on_message.append(self._online(event, "device back online"))
         st = self.state
-        clock_ts = min(record.ts, record.received_at)
-        samples = samples_of(record)
-        for sample in samples:
-            if sample.metric == POSITION and not subject.tracks_guard:
+        samples = sample_tuples(record)
+        if not samples:
+            return fx
+        # The event-time clock: a record moves it to min(event, receipt) - lateness.
+        candidate = min(record.ts, record.received_at) - self._lateness
+        streams = st.streams
+        for key in samples:
+            metric = key[1]
+            if metric == POSITION and not subject.tracks_guard:
                 continue
-            stream = st.streams.get(sample.metric)
+            stream = streams.get(metric)
+            watermark = None
             if stream is None:
-                stream = st.streams[sample.metric] = StreamState()
+                stream = streams[metric] = StreamState()
             else:
                 # Whatever the watermark has passed is final (released below).
-                watermark = stream.watermark(now)
-                if watermark is not None and (
-                    stream.released_upto is None or watermark > stream.released_upto
-                ):
-                    stream.released_upto = watermark
-                if stream.released_upto is not None and sample.ts < stream.released_upto:
+                base, seen_at = stream.base, stream.seen_at
+                if base is not None and seen_at is not None:
+                    watermark = base + (now - seen_at if now > seen_at else _ZERO)
+                    upto = stream.released_upto
+                    if upto is None or watermark > upto:
+                        stream.released_upto = watermark
+                upto = stream.released_upto
+                if upto is not None and key[0] < upto:
                     st.late += 1
                     continue
-            key = sample.as_tuple()
-            i = bisect.bisect_left(stream.pending, key)
-            if i == len(stream.pending) or stream.pending[i] != key:
-                stream.pending.insert(i, key)
-            self._observe(stream, clock_ts, now)
-        if samples:
-            self._release(now, fx)
+            pending = stream.pending
+            if not pending or key > pending[-1]:  # in order, as most readings arrive
+                pending.append(key)
+            else:
+                i = bisect.bisect_left(pending, key)
+                if pending[i] != key:
+                    pending.insert(i, key)
+            if watermark is None or candidate > watermark:
+                stream.base, stream.seen_at = candidate, now
+        self._release(now, fx)
         return fx
 
     def on_time(self, now: datetime) -> WindowEffects:
@@ -445,13 +478,18 @@ class DeviceWindows:
     def next_due(self) -> datetime | None:
         """The processing time at which ``on_time`` has something to do (None: nothing)."""
         due = self._heartbeat.due(self.subject.reporting_interval_s)
+        step_us = self._step_us
         for c in self.state.streams.values():
-            if c.pending and c.base is not None and c.seen_at is not None:
+            pending, base, seen_at = c.pending, c.base, c.seen_at
+            if pending and base is not None and seen_at is not None:
                 # The watermark must pass the sample: release strictly after it reaches it.
-                release = c.seen_at + max(c.pending[0][0] - c.base, timedelta(0)) + _TICK
-                if self.config.release_step_s:
-                    release = _round_up(release, self.config.release_step_s, self._phase)
-                due = release if due is None else min(due, release)
+                lag = pending[0][0] - base
+                release = seen_at + (lag if lag > _ZERO else _ZERO) + _TICK
+                if step_us:
+                    us = (release - _EPOCH) // _TICK - self._shift_us
+                    release = _EPOCH + _TICK * (-(-us // step_us) * step_us + self._shift_us)
+                if due is None or release < due:
+                    due = release
         return due
 
     def rebind(self, subject: Subject, now: datetime) -> WindowEffects:
@@ -494,28 +532,19 @@ class DeviceWindows:
 
     # -- event time -------------------------------------------------------------------------
 
-    def _observe(self, stream: StreamState, ts: datetime, now: datetime) -> None:
-        candidate = ts - self._lateness
-        watermark = stream.watermark(now)
-        if watermark is None or candidate > watermark:
-            stream.base, stream.seen_at = candidate, now
-
     def _release(self, now: datetime, fx: WindowEffects) -> None:
         for stream in self.state.streams.values():
-            if not stream.pending:
+            pending, base, seen_at = stream.pending, stream.base, stream.seen_at
+            if not pending or base is None or seen_at is None:
                 continue
-            watermark = stream.watermark(now)
-            if watermark is None:
-                continue
-            if stream.released_upto is None or watermark > stream.released_upto:
-                stream.released_upto = watermark
+            watermark = base + (now - seen_at if now > seen_at else _ZERO)
             upto = stream.released_upto
-            n = 0
-            while n < len(stream.pending) and stream.pending[n][0] < upto:
-                n += 1
-            if not n:
+            if upto is None or watermark > upto:
+                stream.released_upto = upto = watermark
+            if pending[0][0] >= upto:
                 continue
-            released, stream.pending = stream.pending[:n], stream.pending[n:]
+            n = bisect.bisect_left(pending, (upto,))  # the first sample at or after upto
+            released, stream.pending = pending[:n], pending[n:]
             for values in released:
                 change = self._apply(Sample(*values))
                 if change is not None:
@@ -713,16 +742,8 @@ class DeviceWindows:
 
 
 _TICK = timedelta(microseconds=1)
+_ZERO = timedelta(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _round_up(t: datetime, step_s: float, phase: float = 0.0) -> datetime:
-    """``t`` rounded up onto the grid of ``step_s`` since the Unix epoch, shifted by
-    ``phase`` (a fraction of the step in [0, 1)); µs exact."""
-    step = round(step_s * 1_000_000)
-    shift = round(phase * step)
-    us = (t - _EPOCH) // _TICK - shift
-    return _EPOCH + _TICK * (-(-us // step) * step + shift)
 
 
 def _reconcile(

@@ -21,7 +21,15 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.envelope import Envelope
-from flows.windows import PASS_KEY, RosterSource, RosterTick, WindowStep, window_key
+from flows.windows import (
+    PASS_KEY,
+    RosterSource,
+    RosterTick,
+    WindowStep,
+    shard_of,
+    window_key,
+    windows_step,
+)
 from operators.decode import dead_letter
 from operators.geo import METRES_PER_DEGREE
 from operators.heartbeat import HeartbeatConfig
@@ -103,12 +111,10 @@ def run(
     flow = Dataflow("windows_test")
     inbound = op.input("in", flow, TestingSource(items))
     # Envelope | RosterTick
-    keyed = op.key_on("by_subject", inbound, window_key)
-    # ("1:gd-1" | "-", Envelope | RosterTick)
-    windowed = op.stateful("windows", keyed, step.build)
-    # (key, Envelope + back-online resolution) | (key, derived(DerivedAlerts))
+    windowed = windows_step("windows", inbound, step)
+    # Envelope + back-online resolution | derived(DerivedAlerts)
     out: list[Envelope] = []
-    op.output("out", op.key_rm("unkey", windowed), TestingSink(out))
+    op.output("out", windowed, TestingSink(out))
     run_main(flow, epoch_interval=timedelta(milliseconds=50), recovery_config=recovery)
     return out
 
@@ -232,11 +238,11 @@ def test_items_no_window_watches_pass_through_untouched() -> None:
 def test_snapshots_are_taken_only_when_switched_on(snapshots: bool) -> None:
     """Without Bytewax recovery a snapshot would be a copy made for nothing at every epoch."""
     logic = WindowStep(CONFIG, Directory(SENSOR), None, snapshots=snapshots).build(None)
-    logic.on_item(telemetry(SENSOR, now(), temperature=20))
+    logic.on_batch([telemetry(SENSOR, now(), temperature=20)])
     state = logic.snapshot()
     assert (state is not None) == snapshots
     if state is not None:
-        assert state.subject == SENSOR
+        assert [s.subject for s in state.values()] == [SENSOR]
 
 
 def test_bytewax_recovery_resumes_the_windows_from_snapshots(tmp_path: Path) -> None:
@@ -281,3 +287,89 @@ def test_the_roster_source_emits_new_changed_and_removed_subjects() -> None:
         RosterTick(SENSOR),
     ]
     assert part.next_awake() > now()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def heard_at(subject: Subject, at: datetime) -> Envelope:
+    assert subject.device_id is not None
+    record = Telemetry(subject.device_id, at, None, -70, None, f"h-{at}", at)
+    return envelope(Enriched(record, 1, 3, subject.guard_id, subject.device_id))
+
+
+def offline_sources(out: Iterable[Envelope]) -> list[str]:
+    return [a.source_id for e in out if isinstance(e.item, DerivedAlerts) for a in e.item.alerts]
+
+
+def test_one_shard_keeps_each_subjects_timer() -> None:
+    """Subjects of one shard go offline each at their own time, in deadline order; a message
+    that moves a deadline replaces the subject's earlier timer."""
+    quick = Subject(1, "q-1", "sensor", 10.0, 3)
+    slow = Subject(1, "s-1", "sensor", 30.0, 3)
+    clock = Clock()
+    config = WindowsConfig(lateness_s=0, heartbeat=HeartbeatConfig(intervals=2))
+    logic = WindowStep(config, Directory(quick, slow), None, now=clock).build(None)
+    start = clock.now
+    out, _ = logic.on_batch([heard_at(quick, start), heard_at(slow, start)])
+    assert offline_sources(out) == []
+    assert logic.notify_at() == start + timedelta(seconds=20)
+    clock.now = start + timedelta(seconds=15)
+    logic.on_batch([heard_at(quick, clock.now)])  # moves q-1's deadline to +35 s
+    assert logic.notify_at() == start + timedelta(seconds=35)
+    clock.now = start + timedelta(seconds=20)
+    assert offline_sources(logic.on_notify()[0]) == []  # the replaced timer does nothing
+    clock.now = start + timedelta(seconds=36)
+    out, _ = logic.on_notify()
+    assert offline_sources(out) == ["q-1"]  # s-1 was due at +60 s
+    assert logic.notify_at() == start + timedelta(seconds=60)
+    clock.now = start + timedelta(seconds=61)
+    assert offline_sources(logic.on_notify()[0]) == ["s-1"]
+    assert logic.notify_at() is None
+
+
+def test_a_removed_subject_leaves_the_shard_and_its_timer_with_it() -> None:
+    quick = Subject(1, "q-1", "sensor", 10.0, 3)
+    clock = Clock()
+    logic = WindowStep(CONFIG, Directory(quick), None, now=clock).build(None)
+    logic.on_batch([heard_at(quick, clock.now)])
+    assert logic.notify_at() is not None
+    logic.on_batch([RosterTick(quick, removed=True)])
+    assert logic.notify_at() is None
+    assert logic.on_notify()[0] == []
+
+
+@pytest.mark.parametrize("shards", [1, 2, 5])
+def test_shard_of_is_stable_and_in_range(shards: int) -> None:
+    keys = [f"1:dev-{i}" for i in range(200)]
+    assigned = [shard_of(k, shards) for k in keys]
+    assert assigned == [shard_of(k, shards) for k in keys]
+    assert set(assigned) == {str(i) for i in range(shards)}
+
+
+def test_subjects_spread_over_shards_decide_the_same_as_one_shard() -> None:
+    start = now().replace(microsecond=0) - timedelta(hours=1)
+    sensors = [Subject(1, f"temp-{i}", "sensor", 3600.0, 3) for i in range(6)]
+
+    def burst() -> list[object]:
+        items: list[object] = []
+        for m in range(12):
+            for i, subject in enumerate(sensors):
+                hot = i % 2 == 0 and m >= 2
+                items.append(
+                    telemetry(subject, start + timedelta(minutes=m), temperature=70 if hot else 20)
+                )
+        items.append(TestingSource.PAUSE(timedelta(seconds=0.5)))
+        return items
+
+    results = []
+    for shards in (1, 3):
+        step = WindowStep(CONFIG, Directory(*sensors), None, shards=shards)
+        results.append(sorted(derived_changes(run(burst(), step))))
+    assert results[0] == results[1]
+    assert results[0] == [("raise", "temperature_sustained", f"temp-{i}") for i in (0, 2, 4)]
