@@ -318,6 +318,8 @@ def measure(
         "missing": len(sent) - len(latencies),
         "bg_published_rate": (bg_end - bg_start) / window,
         "bg_stored_rate": (rows_end - rows_start) / window,
+        "backlog_start": bg_start - rows_start,
+        "backlog_end": bg_end - rows_end,
         "window_s": window,
     }
 
@@ -333,6 +335,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
         f" ({args.publishers} publisher processes at nice {args.load_nice});"
         f"\n             acknowledged by the broker {r['bg_published_rate']:.0f} msg/s,"
         f" stored by the flow {r['bg_stored_rate']:.0f} rows/s"
+        f"\n             acknowledged but not yet stored: {r['backlog_start']} at the start of the"
+        f" window, {r['backlog_end']} at its end"
     )
     print(f"alerts:      {len(lat)} received, {r['missing']} missing\n")
     if not lat:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class AckToken:
-    """Identifies one received message: partition, connection generation, arrival number."""
+class AckToken(NamedTuple):
+    """Identifies one received message: partition, connection generation, arrival number.
+    (A named tuple: one is made per message, on the MQTT reader's thread.)"""
 
     partition: str
     generation: int

@@ -26,7 +26,7 @@ from flows.geofence import FenceHysteresis, GeofenceStep, judge_fixes
 from flows.handoff import handoff_for
 from flows.mqtt_source import MqttSource, MqttSourceConfig
 from flows.priority_lane import PriorityLane
-from flows.steps import EnrichStep, decode_step
+from flows.steps import EnrichStep, decode_batch
 from flows.storage_sink import StorageSink
 from flows.windows import window_parts, windows_step
 from noc import logs
@@ -108,7 +108,7 @@ def build_flow(settings: Settings | None = None, priority_lane: bool = True) -> 
     flow = Dataflow("noc_ingest")
     inbound = op.input("mqtt", flow, source)
     # Inbound(topic, payload, received_at, token, elsewhere: stored by the priority lane)
-    decoded = op.map("decode", inbound, decode_step)
+    decoded = op.flat_map_batch("decode", inbound, decode_batch)
     # Envelope(item=Telemetry | Position | SensorReading | DeviceAlert | SystemHealth | DeadLetter)
     enriched = op.map("enrich", decoded, enrich_step)
     # Envelope(item=Enriched(record, tenant, site, guard, device, alerts) | DeadLetter)

@@ -8,7 +8,7 @@ yields hundreds of messages for one system call.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CONNECT = 1
 CONNACK = 2
@@ -39,17 +39,16 @@ class ProtocolError(Exception):
     """The peer sent something that is not MQTT 3.1.1: the connection must be dropped."""
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One control packet: type (high nibble), flags (low nibble), variable header + payload."""
+class Packet(NamedTuple):
+    """One control packet: type (high nibble), flags (low nibble), variable header + payload.
+    (Named tuples: one is made per packet, and a tuple is the cheapest immutable record.)"""
 
     type: int
     flags: int
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):
     """A received application message. ``mid`` is None for QoS 0."""
 
     topic: str

@@ -27,7 +27,7 @@ from bytewax.run import cli_main
 from flows.ingest import command_publisher, source_config, start_metrics
 from flows.mqtt_source import LaneReporter, MqttSource
 from flows.priority_lane import PipeReporter, exit_with_parent
-from flows.steps import EnrichStep, decode_step
+from flows.steps import EnrichStep, decode_batch
 from flows.storage_sink import StorageSink
 from noc import logs
 from noc.errors import NocError
@@ -43,7 +43,7 @@ def build_priority_flow(s: Settings, reporter: LaneReporter | None) -> Dataflow:
     flow = Dataflow("noc_priority")
     inbound = op.input("mqtt", flow, source)
     # Inbound(topic, payload, received_at, token) from PREFIX-priority
-    decoded = op.map("decode", inbound, decode_step)
+    decoded = op.flat_map_batch("decode", inbound, decode_batch)
     # Envelope(item=DeviceAlert | SensorReading | ... | DeadLetter)
     enriched = op.map("enrich", decoded, EnrichStep(registry, SeverityConfig().build()))
     # Envelope(item=Enriched(record, tenant, site, device, alerts) | DeadLetter)

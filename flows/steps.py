@@ -19,18 +19,25 @@ _RECORDS_BY_KIND: dict[type, Any] = {}
 """Bound ``noc_ingest_records_total`` children: ``labels()`` per message is measurable."""
 
 
-def decode_step(msg: Inbound) -> Envelope:
-    """Inbound -> Envelope holding a typed record or a dead letter."""
-    record = decode(msg.topic, msg.payload, msg.received_at)
-    if isinstance(record, DeadLetter):
-        metrics.DEAD_LETTERS.labels(record.reason).inc()
-    else:
-        kind = type(record)
+def decode_batch(msgs: list[Inbound]) -> list[Envelope]:
+    """Inbound -> Envelope holding a typed record or a dead letter, for a batch, in order.
+    Counts records once per kind and batch (a counter per message is measurable)."""
+    out: list[Envelope] = []
+    kinds: dict[type, int] = {}
+    for msg in msgs:
+        record = decode(msg.topic, msg.payload, msg.received_at)
+        if isinstance(record, DeadLetter):
+            metrics.DEAD_LETTERS.labels(record.reason).inc()
+        else:
+            kind = type(record)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        out.append(Envelope(msg.topic, msg.payload, msg.token, record, elsewhere=msg.elsewhere))
+    for kind, n in kinds.items():
         counter = _RECORDS_BY_KIND.get(kind)
         if counter is None:
             counter = _RECORDS_BY_KIND[kind] = metrics.RECORDS.labels(kind.__name__)
-        counter.inc()
-    return Envelope(msg.topic, msg.payload, msg.token, record, elsewhere=msg.elsewhere)
+        counter.inc(n)
+    return out
 
 
 class EnrichStep:

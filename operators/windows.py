@@ -546,27 +546,35 @@ class DeviceWindows:
             n = bisect.bisect_left(pending, (upto,))  # the first sample at or after upto
             released, stream.pending = pending[:n], pending[n:]
             for values in released:
-                change = self._apply(Sample(*values))
+                change = self._apply(*values)
                 if change is not None:
                     if change.alert is not None:
                         fx.changes.append(change.alert)
                     if change.resolution is not None:
                         fx.changes.append(change.resolution)
 
-    def _apply(self, sample: Sample) -> _Change | None:
-        """Feed one released sample to its detector."""
-        if sample.metric == BATTERY:
-            event = self._trends.battery(sample.ts, sample.value)
+    def _apply(
+        self,
+        ts: datetime,
+        metric: str,
+        value: float = 0.0,
+        lat: float = 0.0,
+        lon: float = 0.0,
+        accuracy: float = -1.0,
+    ) -> _Change | None:
+        """Feed one released sample (the fields of a :class:`Sample`) to its detector."""
+        if metric == BATTERY:
+            event = self._trends.battery(ts, value)
             return None if event is None else self._trend_change(event)
-        if sample.metric == TEMPERATURE:
-            event = self._trends.temperature(sample.ts, sample.value)
+        if metric == TEMPERATURE:
+            event = self._trends.temperature(ts, value)
             return None if event is None else self._trend_change(event)
-        if sample.metric == POSITION:
+        if metric == POSITION:
             s = self.subject
             if s.guard_id is None:
                 return None
-            accuracy = None if sample.accuracy < 0 else sample.accuracy
-            fix = self._immobility.on_fix(sample.ts, sample.lat, sample.lon, accuracy, s.on_shift)
+            acc = None if accuracy < 0 else accuracy
+            fix = self._immobility.on_fix(ts, lat, lon, acc, s.on_shift)
             return None if fix is None else self._man_down_change(fix)
         return None
 
@@ -609,7 +617,7 @@ class DeviceWindows:
         changes: dict[str, list[_Change]] = {}
         replayed = sorted(set(history.samples))
         for sample in replayed:
-            change = self._apply(sample)
+            change = self._apply(*sample.as_tuple())
             if change is not None:
                 changes.setdefault(change.alert_type, []).append(change)
         for alert_type, replay in changes.items():

@@ -15,7 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.envelope import Envelope, Inbound
 from flows.geofence import FenceHysteresis, GeofenceStep, judge_fixes
-from flows.steps import EnrichStep, decode_step
+from flows.steps import EnrichStep, decode_batch
 from operators.fence_alerts import FenceAlertConfig
 from operators.geofence import zone_from_geojson
 from operators.geofence_hysteresis import GeofenceConfig
@@ -69,7 +69,7 @@ def run(inputs: list[Inbound], database_url: str) -> list[Envelope]:
     registry = FixedRegistry()
     flow = Dataflow("ingest_steps")
     s = op.input("in", flow, TestingSource(inputs))
-    s = op.map("decode", s, decode_step)
+    s = op.flat_map_batch("decode", s, decode_batch)
     s = op.map("enrich", s, EnrichStep(registry, SeverityConfig().build()))
     s = op.flat_map_batch("geofence", s, GeofenceStep(registry))
     s = judge_fixes(
