@@ -129,8 +129,21 @@ def build_flow(settings: Settings | None = None, priority_lane: bool = True) -> 
         StorageSink(s.database.url, command_publisher(s), bulk_max_rows=s.ingest.store_max_rows),
     )
     # alert changes committed at once, the rest by a background writer; then PUBACKs, commands
-    gc.freeze()  # what exists now lives as long as the process: keep it out of GC passes
+    tune_gc()
     return flow
+
+
+def tune_gc() -> None:
+    """Freeze what exists now (it lives as long as the process) and collect less often.
+
+    The flow allocates a few dozen objects per message; with Python's default threshold
+    (700) the collector runs a hundred times a second and its older generations keep walking
+    every subject's windows: measured, that doubled the windows' cost per message once the
+    windows were full. 50,000 allocations between young collections is about 0.2 s at
+    5,000 msg/s; a young collection then takes a few milliseconds.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def __getattr__(name: str) -> Dataflow:

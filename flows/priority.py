@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 from datetime import timedelta
 
@@ -24,7 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from flows.ingest import command_publisher, source_config, start_metrics
+from flows.ingest import command_publisher, source_config, start_metrics, tune_gc
 from flows.mqtt_source import LaneReporter, MqttSource
 from flows.priority_lane import PipeReporter, exit_with_parent
 from flows.steps import EnrichStep, decode_batch
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
     start_metrics(s.ingest.priority_metrics_port)
     flow = build_priority_flow(s, PipeReporter(args.report_fd))
-    gc.freeze()
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT from the ingest flow: stop
         cli_main(flow, epoch_interval=timedelta(seconds=10))  # type: ignore[no-untyped-call]
     return 0

@@ -14,7 +14,10 @@ Battery drain
     ``battery_clear_ratio`` times the threshold (a little hysteresis, so a rate hovering at the
     threshold does not flap), or the battery charges. Medians, not first/last or least
     squares: a single mis-read sample at the edge of the window would tilt either of those
-    past the threshold.
+    past the threshold. The rate costs O(n log n) for the n readings of the window, so it is
+    computed at most once per ``battery_eval_s`` of event time (a device reporting every
+    second holds 900 readings; computing the rate for each of them would cost more than
+    everything else the flow does with the message).
 
 Sustained temperature
     ``temperature_sustained`` is raised when readings have stayed above ``temperature_high``
@@ -27,6 +30,7 @@ Pure: readings carry their event times; the state is a small dataclass.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 from dataclasses import dataclass, field
@@ -55,7 +59,8 @@ MIN_BATTERY_WINDOW_S = 600.0
 
 
 _NUMBERS = ("battery_drain_per_hour", "battery_window_s", "battery_min_span_s",
-            "battery_clear_ratio", "temperature_high", "temperature_sustained_s")  # fmt: skip
+            "battery_clear_ratio", "battery_eval_s", "temperature_high",
+            "temperature_sustained_s")  # fmt: skip
 
 
 def _number(name: str, value: object) -> float:
@@ -73,6 +78,7 @@ class TrendConfig:
     battery_min_span_s: float = 600.0
     battery_min_samples: int = 3
     battery_clear_ratio: float = 0.8
+    battery_eval_s: float = 15.0
     battery_severity: str = "medium"
     temperature_high: float = 50.0
     temperature_sustained_s: float = 300.0
@@ -90,6 +96,8 @@ class TrendConfig:
             )
         if not 0 < self.battery_min_span_s <= self.battery_window_s:
             raise ConfigError("battery_min_span_s must be > 0 and <= battery_window_s")
+        if not 0 <= self.battery_eval_s <= self.battery_window_s:
+            raise ConfigError("battery_eval_s must be >= 0 and <= battery_window_s")
         if isinstance(self.battery_min_samples, bool) or not isinstance(
             self.battery_min_samples, int
         ):
@@ -113,10 +121,12 @@ class BatteryState:
     samples: list[tuple[datetime, float]] = field(default_factory=list)
     """Readings of the window, oldest first (immutable tuples: a copy of the list suffices)."""
     raised_at: datetime | None = None
+    evaluated_at: datetime | None = None
+    """Event time of the reading at which the rate was last computed."""
 
     def copy(self) -> BatteryState:
         """An independent copy, O(samples) without copying the immutable samples."""
-        return BatteryState(list(self.samples), self.raised_at)
+        return BatteryState(list(self.samples), self.raised_at, self.evaluated_at)
 
 
 @dataclass
@@ -184,17 +194,23 @@ class Trends:
     def __init__(self, config: TrendConfig, state: TrendState) -> None:
         self.config = config
         self.state = state
+        self._window = timedelta(seconds=config.battery_window_s)
+        self._min_span = timedelta(seconds=config.battery_min_span_s)
+        self._eval = timedelta(seconds=config.battery_eval_s)
 
     def battery(self, ts: datetime, value: float) -> TrendEvent | None:
         c, b = self.config, self.state.battery
-        b.samples.append((ts, value))
-        start = ts - timedelta(seconds=c.battery_window_s)
-        while b.samples and b.samples[0][0] < start:
-            b.samples.pop(0)
-        span = (ts - b.samples[0][0]).total_seconds()
-        if len(b.samples) < c.battery_min_samples or span < c.battery_min_span_s:
+        samples = b.samples
+        samples.append((ts, value))
+        start = ts - self._window
+        if samples[0][0] < start:
+            del samples[: bisect.bisect_left(samples, (start,))]
+        if len(samples) < c.battery_min_samples or ts - samples[0][0] < self._min_span:
             return None
-        rate = drain_per_hour(b.samples)
+        if b.evaluated_at is not None and ts - b.evaluated_at < self._eval:
+            return None
+        b.evaluated_at = ts
+        rate = drain_per_hour(samples)
         details = {
             "drain_per_hour": round(rate, 2),
             "threshold_per_hour": c.battery_drain_per_hour,

@@ -544,7 +544,8 @@ class DeviceWindows:
             if pending[0][0] >= upto:
                 continue
             n = bisect.bisect_left(pending, (upto,))  # the first sample at or after upto
-            released, stream.pending = pending[:n], pending[n:]
+            released = pending[:n]
+            del pending[:n]
             for values in released:
                 change = self._apply(*values)
                 if change is not None:

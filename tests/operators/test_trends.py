@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +34,8 @@ def at(seconds: float) -> datetime:
         ({"battery_min_span_s": 1000.0}, "<= battery_window_s"),
         ({"battery_min_samples": 1}, ">= 2"),
         ({"battery_clear_ratio": 1.5}, "(0, 1]"),
+        ({"battery_eval_s": -1.0}, "battery_eval_s must be >= 0"),
+        ({"battery_eval_s": 1000.0}, "<= battery_window_s"),
         ({"temperature_sustained_s": 0.0}, "> 0"),
         ({"temperature_high": "hot"}, "finite number"),
         ({"battery_severity": "loud"}, "must be one of"),
@@ -109,6 +112,26 @@ def test_battery_clear_has_hysteresis() -> None:
     slower = [(600 + 60 * 40 + 60 * i, 78 - 0.1 * i) for i in range(1, 30)]  # 6 %/h
     events = battery_events(drain + steady + slower)
     assert [raised for raised, _ in events] == [True, False]
+
+
+def test_the_drain_rate_is_computed_at_most_once_per_eval_interval() -> None:
+    """A device reporting every second: the rate (O(n log n) over 900 readings) is computed
+    every 15 s of event time, not for every reading; the alert still comes at 10 minutes."""
+    trends = TrendConfig(battery_eval_s=15.0).build()
+    evaluations: list[datetime] = []
+    raised = []
+    for t in range(0, 1200):
+        event = trends.battery(at(t), 100 - t / 60)  # 60 %/h
+        if event is not None:
+            raised.append((event.raised, t))
+        e = trends.state.battery.evaluated_at
+        if e is not None and (not evaluations or evaluations[-1] != e):
+            evaluations.append(e)
+    assert raised == [(True, 600)]
+    assert evaluations[0] == at(600)
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(evaluations)}
+    assert gaps == {15.0}
+    assert len(trends.state.battery.samples) == 901  # the window: readings of the last 900 s
 
 
 def test_battery_event_details() -> None:
