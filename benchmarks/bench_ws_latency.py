@@ -318,8 +318,8 @@ def measure(
         "missing": len(sent) - len(latencies),
         "bg_published_rate": (bg_end - bg_start) / window,
         "bg_stored_rate": (rows_end - rows_start) / window,
-        "backlog_start": bg_start - rows_start,
-        "backlog_end": bg_end - rows_end,
+        "backlog_start": max(bg_start - rows_start, 0),  # the acked count is read every 10 ms
+        "backlog_end": max(bg_end - rows_end, 0),
         "window_s": window,
     }
 

@@ -196,9 +196,8 @@ class IngestSettings:
     batch_max_rows: int = _env(
         "NOC_BATCH_MAX_ROWS",
         250,
-        "Most messages the source hands over per batch: a priority message waits for at most "
-        "one such batch to pass through the steps. Storage coalesces batches into larger "
-        "transactions (NOC_STORE_MAX_ROWS).",
+        "Most messages the source hands over per batch (per worker round). Storage coalesces "
+        "batches into larger transactions (NOC_STORE_MAX_ROWS).",
         _positive_int,
     )
     switch_interval_ms: float = _env(

@@ -4,6 +4,7 @@ PostgreSQL cluster. Each starts on its own port so the shared services stay up."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,15 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def free_port() -> int:
@@ -100,6 +110,11 @@ class FlowProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def lane_pids(self) -> list[int]:
+        """Process ids of the priority lanes the flow has started, oldest first (from its log)."""
+        text = Path(self.log.name).read_text(errors="replace")
+        return [int(pid) for pid in re.findall(r"priority lane started \(pid (\d+)\)", text)]
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-4000:]

@@ -7,6 +7,8 @@ only valid data is held to exactly-once.)
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 
@@ -19,6 +21,7 @@ from tests.integration.harness import (
     PrivateBroker,
     PrivatePostgres,
     Publisher,
+    process_gone,
     publish_in_background,
     wait_until,
 )
@@ -80,10 +83,28 @@ def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -
     def kill_twice(flow: FlowProcess) -> None:
         for _ in range(2):
             time.sleep(1.3)
+            lanes = flow.lane_pids()
             flow.kill()  # SIGKILL mid-stream: unacknowledged messages stay with the broker
+            # The priority lane does not outlive the flow that started it.
+            wait_until(lambda old=lanes: all(map(process_gone, old)), 10, "the old lane to exit")
             flow.start()
 
     stream_with_fault(migrated_db, broker, kill_twice)
+
+
+def test_priority_lane_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+    """The flow starts its priority lane again; panics in flight are redelivered to the lane
+    (or stored by the bulk partition while the lane is down), each stored once."""
+
+    def kill_lane_twice(flow: FlowProcess) -> None:
+        for n in range(1, 3):
+            wait_until(lambda n=n: len(flow.lane_pids()) >= n, 30, "a priority lane")
+            time.sleep(1.0)
+            os.kill(flow.lane_pids()[-1], signal.SIGKILL)
+            wait_until(lambda n=n: len(flow.lane_pids()) > n, 30, "the lane to be started again")
+
+    log = stream_with_fault(migrated_db, broker, kill_lane_twice)
+    assert log.count("priority lane exited") >= 2
 
 
 def test_broker_restarted_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
