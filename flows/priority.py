@@ -72,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(s.log_level)
     sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
-    start_metrics(s.ingest.priority_metrics_port)
+    try:
+        start_metrics(s.ingest.priority_metrics_port)
+    except OSError as exc:
+        port = s.ingest.priority_metrics_port
+        print(
+            f"priority lane: cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}); "
+            "set NOC_PRIORITY_METRICS_PORT to a free port or 0",
+            file=sys.stderr,
+        )
+        return 2
     flow = build_priority_flow(s, PipeReporter(args.report_fd))
     tune_gc()
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT from the ingest flow: stop

@@ -25,11 +25,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 from flows.envelope import Inbound
 from flows.handoff import Handoff
@@ -100,14 +99,15 @@ class PipeReporter:
                 view = view[written:]
 
 
-def exit_with_parent(stdin: IO[bytes] | None = None) -> threading.Thread:
-    """Child side: a daemon thread that ends the process when ``stdin`` (the pipe from the
-    parent) reaches end of file. Nothing in flight is acknowledged, so nothing is lost."""
-    stream = stdin if stdin is not None else sys.stdin.buffer
+def exit_with_parent(fd: int = 0) -> threading.Thread:
+    """Child side: a daemon thread that ends the process when ``fd`` (standard input, the
+    pipe from the parent) reaches end of file. Nothing in flight is acknowledged, so nothing is
+    lost. Reads the descriptor itself (no buffered file object, whose lock a daemon thread
+    would still hold at interpreter shutdown)."""
 
     def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while stream.read(4096):
+        with contextlib.suppress(OSError):
+            while os.read(fd, 4096):
                 pass
         log.warning("priority lane: the ingest flow is gone; exiting")
         logging.shutdown()

@@ -8,6 +8,7 @@ operating system's, not a fake's.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -209,3 +210,30 @@ def test_the_lane_exits_when_its_parent_is_killed(tmp_path: object) -> None:
             return True
 
     wait_for(gone, timeout=10)
+
+
+def test_the_lane_names_a_busy_metrics_port_in_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOC_")}
+        env["NOC_PRIORITY_METRICS_PORT"] = str(port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.priority", "--report-fd", str(write_fd)],
+            pass_fds=(write_fd,),
+            env=env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(write_fd)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert proc.wait(30) == 2
+        os.close(read_fd)
+    assert err.strip().splitlines() == [
+        f"priority lane: cannot serve metrics on 127.0.0.1:{port} (Address already in use); "
+        "set NOC_PRIORITY_METRICS_PORT to a free port or 0"
+    ]
