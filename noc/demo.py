@@ -81,11 +81,17 @@ def run_demo(settings: Settings, rate: float, duration: float | None, inbox_port
             )
         )  # fmt: skip
         token = _token(env, tenant=1)
-        url = f"http://{settings.api.host}:{settings.api.port}/?token={token}"
+        base = f"http://{settings.api.host}:{settings.api.port}"
+        url = f"{base}/?token={token}"
         print("\nNOC Stream demo is running.", flush=True)
         print(f"  NOC page:  {url}", flush=True)
         print(f"  token:     {token}", flush=True)
-        print(f"  metrics:   http://127.0.0.1:{settings.ingest.metrics_port}/metrics (flow)")
+        ingest = settings.ingest
+        print(
+            f"  metrics:   http://127.0.0.1:{ingest.metrics_port}/metrics (flow),"
+            f" :{ingest.priority_metrics_port}/metrics (priority lane),"
+            f" :{settings.notify.metrics_port}/metrics (notifier), {base}/metrics (API)"
+        )
         print("  Ctrl-C stops everything.\n", flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         while deadline is None or time.monotonic() < deadline:
