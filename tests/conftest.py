@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from storage.migrate import migrate
+from tests.integration.harness import PrivateBroker
 from tests.services import MQTT_HOST, MQTT_PORT, PG_ADMIN_URL, require_port, scratch_database
 
 
@@ -36,3 +37,13 @@ def migrated_db(empty_db: str) -> str:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         migrate(conn)
     return empty_db
+
+
+@pytest.fixture
+def private_broker() -> Iterator[PrivateBroker]:
+    """A Mosquitto of the test's own (the project's limits, a free port), stopped after it."""
+    broker = PrivateBroker().start()
+    try:
+        yield broker
+    finally:
+        broker.close()

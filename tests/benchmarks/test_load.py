@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,15 +14,6 @@ from benchmarks.load import LeanPublisher
 from tests.integration.harness import PrivateBroker, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker().start()
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def subscriber(port: int, received: list[tuple[str, bytes]]) -> mqtt.Client:
@@ -38,10 +28,10 @@ def subscriber(port: int, received: list[tuple[str, bytes]]) -> mqtt.Client:
     return client
 
 
-def test_every_message_arrives_once_and_is_acknowledged(broker: PrivateBroker) -> None:
+def test_every_message_arrives_once_and_is_acknowledged(private_broker: PrivateBroker) -> None:
     received: list[tuple[str, bytes]] = []
-    sub = subscriber(broker.port, received)
-    publisher = LeanPublisher("127.0.0.1", broker.port, "lean-pub", window=50)
+    sub = subscriber(private_broker.port, received)
+    publisher = LeanPublisher("127.0.0.1", private_broker.port, "lean-pub", window=50)
     try:
         sent = publisher.run(
             2000.0,
@@ -60,11 +50,11 @@ def test_every_message_arrives_once_and_is_acknowledged(broker: PrivateBroker) -
     assert all(topic == f"load/{int(p.split()[0]) % 7}" for topic, p in received)
 
 
-def test_the_window_bounds_unacknowledged_messages(broker: PrivateBroker) -> None:
+def test_the_window_bounds_unacknowledged_messages(private_broker: PrivateBroker) -> None:
     """A broker that stops answering (SIGSTOP) leaves at most ``window`` messages unacked:
     the generator slows down instead of queueing locally."""
-    publisher = LeanPublisher("127.0.0.1", broker.port, "lean-pub-window", window=100)
-    assert broker.proc is not None
+    publisher = LeanPublisher("127.0.0.1", private_broker.port, "lean-pub-window", window=100)
+    assert private_broker.proc is not None
     try:
         stop = threading.Event()
         worker = threading.Thread(
@@ -74,13 +64,13 @@ def test_the_window_bounds_unacknowledged_messages(broker: PrivateBroker) -> Non
         )
         worker.start()
         wait_until(lambda: publisher.acked > 200, 10, "traffic")
-        broker.proc.send_signal(signal.SIGSTOP)
+        private_broker.proc.send_signal(signal.SIGSTOP)
         time.sleep(0.5)
         assert publisher.unacked <= 100
         stop.set()
         worker.join(5)
     finally:
-        broker.proc.send_signal(signal.SIGCONT)
+        private_broker.proc.send_signal(signal.SIGCONT)
         publisher.close()
 
 

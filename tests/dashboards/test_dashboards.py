@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +77,6 @@ def test_the_dashboard_is_laid_out_on_grafanas_grid() -> None:
     assert set(FILLED) <= {p["title"] for p in PANELS}
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker().start()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 class Prometheus:
     """``prometheus`` scraping the given jobs every second, with the project's rules."""
 
@@ -142,11 +132,11 @@ def start_notifier(database_url: str, metrics_port: int, log: Path) -> subproces
 
 @pytest.mark.integration
 def test_every_panel_query_runs_against_the_real_processes(
-    migrated_db: str, broker: PrivateBroker, tmp_path: Path
+    migrated_db: str, private_broker: PrivateBroker, tmp_path: Path
 ) -> None:
     traffic = seeded_traffic(migrated_db, count=1500, malformed=0.05)
     ports = {job: free_port() for job in ("noc_flow", "noc_priority", "noc_notify")}
-    flow = FlowProcess(migrated_db, broker.port)
+    flow = FlowProcess(migrated_db, private_broker.port)
     flow.env.update(
         NOC_FLOW_METRICS_PORT=str(ports["noc_flow"]),
         NOC_PRIORITY_METRICS_PORT=str(ports["noc_priority"]),
@@ -160,7 +150,7 @@ def test_every_panel_query_runs_against_the_real_processes(
         wait_until(lambda: flow.output().count("connected to") >= 2, 60, "both sessions")
         prometheus = Prometheus({**ports, "noc_api": api.port})
         wait_until(prometheus.ready, 30, "prometheus to start")
-        publisher = Publisher(broker.port)
+        publisher = Publisher(private_broker.port)
         publisher.publish(traffic.pairs(), rate=1000.0)
         publisher.wait_all(60)
         publisher.close()
@@ -201,4 +191,4 @@ def test_every_panel_query_runs_against_the_real_processes(
         notifier.wait(15)
         api.stop()
         flow.stop()
-        flow.drop_sessions(broker.port)
+        flow.drop_sessions(private_broker.port)

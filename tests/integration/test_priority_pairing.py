@@ -23,15 +23,6 @@ from tests.integration.harness import PrivateBroker, Publisher, wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker().start()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 class Bulk:
     """The bulk partition of a source with its own client id, and its handoff."""
 
@@ -54,13 +45,24 @@ class Bulk:
         wait_until(enough, 15, f"{n} message(s) from the bulk partition", step=0.02)
         return self.seen
 
+    def panic(
+        self, port: int, n: int, lane_up: bool, lane_first: bool = False
+    ) -> tuple[str, bytes]:
+        """Publish panic ``n`` with the lane reported up or down (and as having it already)."""
+        self.handoff.priority_connected = lane_up
+        topic, payload = panic(n)
+        if lane_first:
+            self.handoff.priority_copies([message_key(topic, payload)])
+        publish(port, (topic, payload))
+        return topic, payload
+
     def close(self) -> None:
         self.part.close()
 
 
 @pytest.fixture
-def bulk(broker: PrivateBroker) -> Iterator[Bulk]:
-    b = Bulk(broker.port)
+def bulk(private_broker: PrivateBroker) -> Iterator[Bulk]:
+    b = Bulk(private_broker.port)
     wait_until(b.connected, 15, "the bulk partition to connect")
     try:
         yield b
@@ -81,12 +83,10 @@ def publish(port: int, *messages: tuple[str, bytes]) -> None:
 
 
 def test_a_copy_the_lane_has_passes_on_stored_elsewhere_and_is_acknowledged(
-    broker: PrivateBroker, bulk: Bulk
+    private_broker: PrivateBroker, bulk: Bulk
 ) -> None:
-    bulk.handoff.priority_connected = True
-    topic, payload = panic(1)
-    bulk.handoff.priority_copies([message_key(topic, payload)])  # the lane got it first
-    publish(broker.port, (topic, payload), ("device/tm-1/telemetry", b'{"battery": 80}'))
+    topic, _ = bulk.panic(private_broker.port, 1, lane_up=True, lane_first=True)
+    publish(private_broker.port, ("device/tm-1/telemetry", b'{"battery": 80}'))
     seen = bulk.poll_until(2)
     by_topic = {m.topic: m for m in seen}
     assert by_topic[topic].elsewhere and by_topic[topic].token is None
@@ -98,11 +98,9 @@ def test_a_copy_the_lane_has_passes_on_stored_elsewhere_and_is_acknowledged(
 
 
 def test_a_copy_that_comes_first_is_held_until_the_lane_has_it(
-    broker: PrivateBroker, bulk: Bulk
+    private_broker: PrivateBroker, bulk: Bulk
 ) -> None:
-    bulk.handoff.priority_connected = True
-    topic, payload = panic(2)
-    publish(broker.port, (topic, payload))
+    topic, payload = bulk.panic(private_broker.port, 2, lane_up=True)
     wait_until(lambda: bulk.handoff.held == 1, 15, "the bulk copy to be held")
     assert bulk.part.next_batch() == []
     assert bulk.ledger.in_flight == 1
@@ -114,11 +112,9 @@ def test_a_copy_that_comes_first_is_held_until_the_lane_has_it(
 
 
 def test_without_the_lane_the_bulk_partition_stores_priority_messages(
-    broker: PrivateBroker, bulk: Bulk
+    private_broker: PrivateBroker, bulk: Bulk
 ) -> None:
-    bulk.handoff.priority_connected = False
-    topic, payload = panic(3)
-    publish(broker.port, (topic, payload))
+    topic, _ = bulk.panic(private_broker.port, 3, lane_up=False)
     (copy,) = bulk.poll_until(1)
     assert copy.topic == topic and not copy.elsewhere and copy.token is not None
     assert bulk.ledger.in_flight == 1  # acknowledged only after its own commit

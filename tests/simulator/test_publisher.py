@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -96,15 +95,6 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def private_broker() -> Iterator[PrivateBroker]:
-    broker = PrivateBroker().start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 def _traffic(n: int, seed: int = 3) -> list[SimMessage]:
