@@ -257,7 +257,8 @@ class WindowStep:
     of its shard and keeps their timers in a heap. Bytewax then calls Python once per batch
     and once per wake-up instead of once per subject for each (per subject, the calls and
     Bytewax's own bookkeeping of 500 keys cost more than the windows themselves).
-    ``shards`` spreads subjects over the workers (one shard per worker is enough).
+    ``shards`` (``NOC_WINDOW_SHARDS``) spreads subjects over several keys, which Bytewax
+    routes to its workers by hash.
     """
 
     def __init__(
@@ -593,7 +594,13 @@ def window_parts(settings: Settings, registry: RegistryCache) -> tuple[RosterSou
     history = HistoryLoader(settings.database.url, config.lookback)
     return (
         RosterSource(roster, settings.ingest.registry_refresh_s),
-        WindowStep(config, roster, history, snapshots=settings.windows.snapshots),
+        WindowStep(
+            config,
+            roster,
+            history,
+            snapshots=settings.windows.snapshots,
+            shards=settings.windows.shards,
+        ),
     )
 
 

@@ -283,6 +283,14 @@ class WindowSettings:
         "arrive this much later than the newest one and still count; decisions wait this long.",
         _non_negative_float,
     )
+    shards: int = _env(
+        "NOC_WINDOW_SHARDS",
+        1,
+        "Shards of the windows step: each holds the windows of its devices under one Bytewax "
+        "key, and Bytewax routes keys to workers by hash; with several workers (-w) use a few "
+        "shards per worker.",
+        _positive_int,
+    )
     snapshots: bool = _env(
         "NOC_WINDOW_SNAPSHOTS",
         False,
