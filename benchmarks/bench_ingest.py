@@ -5,7 +5,9 @@
 Starts a private Mosquitto (the project's broker limits) and the real flow process against a
 scratch database on the local PostgreSQL/TimescaleDB, seeds a simulated estate, publishes the
 simulator's traffic (QoS 1) as fast as the publishers can, and reports messages/s from the first
-publish to the last committed row. Then compares the two batch-write strategies on the same
+publish to the last committed row; then stops the flow, queues as many messages again and
+reports how fast the restarted flow stores that backlog (its own throughput). Then compares
+the two batch-write strategies on the same
 rows: what BatchWriter does (one INSERT ... SELECT FROM unnest(binary arrays) ... ON CONFLICT
 per table, alerts, outbox and events included), COPY into temporary staging tables followed by
 INSERT ... SELECT ... ON CONFLICT, and a multi-row INSERT ... VALUES ... ON CONFLICT.
@@ -40,45 +42,68 @@ def _migrated(url: str) -> None:
 
 
 def end_to_end(count: int, publishers: int) -> dict[str, float]:
-    """Publish ``count`` messages and wait until all are stored; rates in messages/s."""
+    """Two phases of ``count`` messages each; rates in messages/s.
+
+    Live: publish while the flow runs and wait until all are stored (bounded by how fast the
+    publishers go, too). Backlog: stop the flow, publish the second half into its persistent
+    sessions, start the flow again and time how fast it stores what waited: the flow's own
+    throughput, from its start to the last committed row."""
     broker = PrivateBroker().start()
     try:
         with scratch_database(PG_ADMIN_URL, prefix="noc_bench") as url:
             _migrated(url)
-            traffic = seeded_traffic(url, count=count, malformed=0.01, guards=200)
+            traffic = seeded_traffic(url, count=2 * count, malformed=0.01, guards=200)
+            pairs = traffic.pairs()
+            live, backlog = pairs[:count], pairs[count:]
             flow = FlowProcess(url, broker.port).start()
             try:
-                wait_until(lambda: "connected to" in flow.output(), 60, "flow subscription")
-                pairs = traffic.pairs()
-                chunks = [pairs[i::publishers] for i in range(publishers)]
-                clients = [Publisher(broker.port) for _ in chunks]
-                threads = [
-                    threading.Thread(target=c.publish, args=(chunk,))
-                    for c, chunk in zip(clients, chunks, strict=True)
-                ]
+                wait_until(lambda: flow.output().count("connected to") >= 2, 60, "sessions")
                 started = time.perf_counter()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                for c in clients:
-                    c.wait_all(timeout=600)
+                _publish(broker.port, live, publishers)
                 published = time.perf_counter()
-                wait_until(
-                    lambda: sum(stored_rows(url).values()) >= count, 900, "all rows", step=0.05
-                )
+                _wait_stored(url, count)
                 stored = time.perf_counter()
-                for c in clients:
-                    c.close()
+                flow.stop()
+                _publish(broker.port, backlog, publishers)
+                restarted = time.perf_counter()
+                flow.start()
+                _wait_stored(url, count + 1)
+                first = time.perf_counter()  # started, sessions resumed, windows rebuilt
+                _wait_stored(url, 2 * count)
+                drained = time.perf_counter()
             finally:
                 flow.stop()
+                flow.drop_sessions(broker.port)
     finally:
         broker.close()
     return {
         "publish_rate": count / (published - started),
         "end_to_end_rate": count / (stored - started),
         "seconds": stored - started,
+        "backlog_rate": count / (drained - first),
+        "backlog_seconds": drained - restarted,
+        "backlog_first_row_s": first - restarted,
     }
+
+
+def _publish(port: int, pairs: list[tuple[str, bytes]], publishers: int) -> None:
+    chunks = [pairs[i::publishers] for i in range(publishers)]
+    clients = [Publisher(port) for _ in chunks]
+    threads = [
+        threading.Thread(target=c.publish, args=(chunk,))
+        for c, chunk in zip(clients, chunks, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.wait_all(timeout=600)
+        c.close()
+
+
+def _wait_stored(url: str, rows: int) -> None:
+    wait_until(lambda: sum(stored_rows(url).values()) >= rows, 900, "all rows", step=0.05)
 
 
 def _items(url: str, traffic: Traffic) -> list[Enriched | DeadLetter]:
@@ -188,6 +213,12 @@ def main() -> None:
     print(
         f"  end-to-end rate    {e2e['end_to_end_rate']:>10,.0f} msg/s "
         f"({e2e['seconds']:.1f} s to the last committed row)"
+    )
+    print(
+        f"  backlog drained    {e2e['backlog_rate']:>10,.0f} msg/s "
+        f"({args.count} queued while the flow was stopped; first row"
+        f" {e2e['backlog_first_row_s']:.1f} s after its start, last row"
+        f" {e2e['backlog_seconds']:.1f} s)"
     )
     print(f"batch writers: {args.write_count} rows in batches of {args.batch}")
     for name, rate in write_strategies(args.write_count, args.batch).items():
