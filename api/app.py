@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -48,6 +51,29 @@ RETENTION_EVERY_S = 300.0
 """How often old WebSocket events are deleted."""
 
 PUBLIC_PATHS = ["^/$", "^/static/", "^/schema", "^/metrics$", "^/healthz$"]
+
+SCHEMA_ASSETS = "/schema/assets"
+"""Where Swagger UI's files are served from: the ``swagger-ui-py`` package's copy, so the
+schema viewer needs nothing from outside the NOC's network."""
+
+
+def _swagger_dir() -> Path:
+    """The static files of the installed ``swagger-ui-py`` (found without importing it)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("swagger-ui-py is not installed (a dependency of noc-stream)")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _schema_viewer() -> SwaggerRenderPlugin:
+    return SwaggerRenderPlugin(
+        js_url=f"{SCHEMA_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{SCHEMA_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{SCHEMA_ASSETS}/swagger-ui-standalone-preset.js",
+        path="/",
+        favicon="",  # Litestar's default favicon is fetched from a CDN
+    )
+
 
 DESCRIPTION = (
     "REST under `/api`: send `Authorization: Bearer <token>` (issued by `noc token`); every "
@@ -87,6 +113,9 @@ def create_app(settings: Settings, *, retention_every_s: float = RETENTION_EVERY
             DeviceController,
             event_socket_handler(settings.api.ws_path),
             create_static_files_router("/static", directories=[STATIC_DIR], name="static"),
+            create_static_files_router(
+                SCHEMA_ASSETS, directories=[_swagger_dir()], name="schema-assets"
+            ),
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -97,6 +126,7 @@ def create_app(settings: Settings, *, retention_every_s: float = RETENTION_EVERY
             version="1",
             description=DESCRIPTION,
             path="/schema",
+            render_plugins=[_schema_viewer()],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,20 @@ def test_page_schema_health_and_metrics_are_public(api: Api) -> None:
         for name in ("noc_api_ws_connections", "noc_api_ws_events_sent_total",
                      "noc_api_ws_overflow_disconnects_total", "noc_api_requests_total"):  # fmt: skip
             assert name in metrics
+
+
+def test_the_schema_viewer_needs_nothing_from_outside(api: Api) -> None:
+    """The NOC's network reaches no CDN: the viewer's scripts and styles come from the app."""
+    with api.client(None) as http:
+        page = http.get("/schema")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        urls = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page.text)
+        assert urls and all(u.startswith("/schema/") for u in urls), urls
+        for url in urls:
+            asset = http.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 1000, url
+        assert "NOC Stream API" in page.text  # the schema itself is in the page
 
 
 def _subscriber(topic: str, received: list[dict[str, object]], got: threading.Event) -> mqtt.Client:

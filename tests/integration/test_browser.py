@@ -223,3 +223,32 @@ def _panic(source: str, message: str, kind: str = "panic") -> Enriched:
     )
     item.alerts.append(AlertCandidate(1, source, kind, "critical", message, now, device_id=source))
     return item
+
+
+def test_the_schema_viewer_renders_without_leaving_loopback(
+    browser: Browser, migrated_db: str
+) -> None:
+    """Swagger UI draws the API from the app's own copy of its files; any request that would
+    leave 127.0.0.1 is refused and counted."""
+    api = ApiProcess(migrated_db, SECRET).start()
+    outside: list[str] = []
+    try:
+        page = browser.new_page()
+
+        def route(r: Any) -> None:
+            url = r.request.url
+            if url.startswith(api.url):
+                r.continue_()
+            else:
+                outside.append(url)
+                r.abort()
+
+        page.route("**/*", route)
+        page.goto(f"{api.url}/schema")
+        page.wait_for_selector("text=NOC Stream API", timeout=20_000)
+        page.get_by_text("/api/alerts", exact=True).first.wait_for(timeout=20_000)
+        page.screenshot(path=str(SCREENSHOT.with_name("noc-schema-viewer.png")))
+        page.close()
+    finally:
+        api.stop()
+    assert outside == []
