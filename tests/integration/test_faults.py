@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -52,13 +52,6 @@ def wait_subscribed(flow: FlowProcess, times: int = 1) -> None:
     wait_until(lambda: flow.output().count("connected to") >= times, 60, "the flow to (re)connect")
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    b = PrivateBroker().start()
-    yield b
-    b.close()
-
-
 def stream_with_fault(url: str, broker: PrivateBroker, fault: Callable[[FlowProcess], None]) -> str:
     """Publish simulated traffic while ``fault`` runs, then check exactly-once; the flow log."""
     traffic = seeded_traffic(url, count=COUNT, malformed=0.02)
@@ -79,7 +72,7 @@ def stream_with_fault(url: str, broker: PrivateBroker, fault: Callable[[FlowProc
         flow.drop_sessions(broker.port)
 
 
-def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+def test_flow_killed_twice_mid_stream(migrated_db: str, private_broker: PrivateBroker) -> None:
     def kill_twice(flow: FlowProcess) -> None:
         for _ in range(2):
             time.sleep(1.3)
@@ -89,10 +82,12 @@ def test_flow_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -
             wait_until(lambda old=lanes: all(map(process_gone, old)), 10, "the old lane to exit")
             flow.start()
 
-    stream_with_fault(migrated_db, broker, kill_twice)
+    stream_with_fault(migrated_db, private_broker, kill_twice)
 
 
-def test_priority_lane_killed_twice_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+def test_priority_lane_killed_twice_mid_stream(
+    migrated_db: str, private_broker: PrivateBroker
+) -> None:
     """The flow starts its priority lane again; panics in flight are redelivered to the lane
     (or stored by the bulk partition while the lane is down), each stored once."""
 
@@ -103,20 +98,20 @@ def test_priority_lane_killed_twice_mid_stream(migrated_db: str, broker: Private
             os.kill(flow.lane_pids()[-1], signal.SIGKILL)
             wait_until(lambda n=n: len(flow.lane_pids()) > n, 30, "the lane to be started again")
 
-    log = stream_with_fault(migrated_db, broker, kill_lane_twice)
+    log = stream_with_fault(migrated_db, private_broker, kill_lane_twice)
     assert log.count("priority lane exited") >= 2
 
 
-def test_broker_restarted_mid_stream(migrated_db: str, broker: PrivateBroker) -> None:
+def test_broker_restarted_mid_stream(migrated_db: str, private_broker: PrivateBroker) -> None:
     def restart_broker(_flow: FlowProcess) -> None:
         time.sleep(1.5)
-        broker.restart(down_for=2.0)
+        private_broker.restart(down_for=2.0)
 
-    log = stream_with_fault(migrated_db, broker, restart_broker)
+    log = stream_with_fault(migrated_db, private_broker, restart_broker)
     assert log.count("connected to") >= 2  # it reconnected by itself
 
 
-def test_postgres_restarted_mid_stream(broker: PrivateBroker) -> None:
+def test_postgres_restarted_mid_stream(private_broker: PrivateBroker) -> None:
     pg = PrivatePostgres().start()
     try:
         url = pg.create_database()
@@ -127,7 +122,7 @@ def test_postgres_restarted_mid_stream(broker: PrivateBroker) -> None:
             time.sleep(1.5)
             pg.restart(down_for=3.0)
 
-        log = stream_with_fault(url, broker, restart_postgres)
+        log = stream_with_fault(url, private_broker, restart_postgres)
         assert "database unavailable" in log  # it really saw the outage
     finally:
         pg.close()

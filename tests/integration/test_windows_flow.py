@@ -83,15 +83,8 @@ class Traffic:
         return self.telemetry(device, datetime.now(UTC))
 
 
-@pytest.fixture
-def broker() -> Iterator[PrivateBroker]:
-    """A broker of our own: the shared one carries other tests' devices and guards, whose ids
-    (``temp-1``, guard 1) would feed these windows."""
-    b = PrivateBroker().start()
-    try:
-        yield b
-    finally:
-        b.close()
+# Every test runs its own broker (the private_broker fixture): the shared one carries other
+# tests' devices and guards, whose ids (temp-1, guard 1) would feed these windows.
 
 
 @contextmanager
@@ -146,9 +139,9 @@ def publish(publisher: Publisher, messages: list[Message]) -> None:
 
 
 def test_offline_trend_and_man_down_alerts_are_raised_and_cleared(
-    migrated_db: str, broker: PrivateBroker
+    migrated_db: str, private_broker: PrivateBroker
 ) -> None:
-    port = broker.port
+    port = private_broker.port
     seed(migrated_db)
     t = Traffic()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
@@ -205,9 +198,9 @@ def test_offline_trend_and_man_down_alerts_are_raised_and_cleared(
 
 
 def test_a_restart_neither_misses_nor_repeats_a_window_alert(
-    migrated_db: str, broker: PrivateBroker
+    migrated_db: str, private_broker: PrivateBroker
 ) -> None:
-    port = broker.port
+    port = private_broker.port
     seed(migrated_db)
     t = Traffic()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
@@ -326,10 +319,10 @@ def test_a_restart_neither_misses_nor_repeats_a_window_alert(
     }
 
 
-def test_man_down_follows_the_guards_shift(migrated_db: str, broker: PrivateBroker) -> None:
+def test_man_down_follows_the_guards_shift(migrated_db: str, private_broker: PrivateBroker) -> None:
     """``guards.on_shift`` comes through the roster: going off shift resolves man-down, and a
     guard off shift is never alerted."""
-    port = broker.port
+    port = private_broker.port
     seed(migrated_db)
     t = Traffic()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
