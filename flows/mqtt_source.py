@@ -32,6 +32,7 @@ from flows.envelope import Inbound
 from flows.handoff import Handoff, handoff_for, message_key
 from flows.mqtt_codec import Publish
 from flows.mqtt_consumer import ConsumerConfig, MqttConsumer
+from noc.topics import filter_matcher
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,6 @@ class LaneReporter(Protocol):
 
     def received(self, keys: list[bytes]) -> None:
         """Messages with these :func:`~flows.handoff.message_key` keys arrived."""
-
-
-def filter_matcher(filters: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One regex matching every topic that any of the MQTT topic ``filters`` matches (None for
-    no filters). ``+`` is one level, a trailing ``#`` is that level and everything below."""
-    if not filters:
-        return None
-    patterns = []
-    for f in filters:
-        levels = f.split("/")
-        tail = ""
-        if levels[-1] == "#":
-            levels.pop()
-            tail = "(?:/.*)?" if levels else ".*"
-        body = "/".join("[^/]*" if level == "+" else re.escape(level) for level in levels)
-        patterns.append(body + tail)
-    return re.compile("^(?:" + "|".join(patterns) + ")$")
 
 
 def outbound_matcher(template: str) -> re.Pattern[str]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from noc.domain import SEVERITIES
 from noc.errors import SettingsError
+from noc.topics import filter_matcher
 
 T = TypeVar("T")
 
@@ -114,21 +115,11 @@ def _topic_filters(raw: str) -> tuple[str, ...]:
     return filters
 
 
-def _filter_matches(topic_filter: str, topic: str) -> bool:
-    """Whether an MQTT topic filter (``+``, trailing ``#``) matches ``topic``."""
-    levels, names = topic_filter.split("/"), topic.split("/")
-    for i, level in enumerate(levels):
-        if level == "#":
-            return True
-        if i >= len(names) or (level != "+" and level != names[i]):
-            return False
-    return len(levels) == len(names)
-
-
 def _priority_topics(raw: str) -> tuple[str, ...]:
     filters = _topic_filters(raw)
     for f in filters:
-        if _filter_matches(f, "guard/g/gps"):
+        matcher = filter_matcher((f,))
+        if matcher is not None and matcher.match("guard/g/gps"):
             raise ValueError(
                 f"{f!r} matches guard positions, which the geofence needs in the bulk flow; "
                 "name the priority topics, e.g. alert/#,sensor/+/smoke"
