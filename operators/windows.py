@@ -185,7 +185,8 @@ SampleTuple = tuple[datetime, str, float, float, float, float]
 
 
 def sample_tuples(record: DataRecord) -> list[SampleTuple]:
-    """:func:`samples_of` as tuples (``Sample.as_tuple``), without building the samples."""
+    """The window samples a record carries (none for most records), as tuples
+    (``Sample.as_tuple``): how the windows keep them, without building the samples."""
     match record:
         case Telemetry():
             out: list[SampleTuple] = []
@@ -205,20 +206,7 @@ def sample_tuples(record: DataRecord) -> list[SampleTuple]:
 
 def samples_of(record: DataRecord) -> list[Sample]:
     """The window samples a record carries (none for most records)."""
-    match record:
-        case Telemetry():
-            out = []
-            if record.battery is not None and math.isfinite(record.battery):
-                out.append(Sample(record.ts, BATTERY, float(record.battery)))
-            if record.temperature is not None and math.isfinite(record.temperature):
-                out.append(Sample(record.ts, TEMPERATURE, float(record.temperature)))
-            return out
-        case SensorReading(kind="temperature", value=value) if value is not None:
-            return [Sample(record.ts, TEMPERATURE, float(value))]
-        case Position():
-            accuracy = -1.0 if record.accuracy is None else float(record.accuracy)
-            return [Sample(record.ts, POSITION, 0.0, record.lat, record.lon, accuracy)]
-    return []
+    return [Sample(*values) for values in sample_tuples(record)]
 
 
 @dataclass(frozen=True)
@@ -294,7 +282,13 @@ class StreamState:
     def watermark(self, now: datetime) -> datetime | None:
         if self.base is None or self.seen_at is None:
             return None
-        return self.base + max(now - self.seen_at, timedelta(0))
+        return _watermark(self.base, self.seen_at, now)
+
+
+def _watermark(base: datetime, seen_at: datetime, now: datetime) -> datetime:
+    """Bytewax ``EventClock``: the watermark ``base`` set at ``seen_at`` advances with the
+    processing clock (never backwards)."""
+    return base + (now - seen_at if now > seen_at else _ZERO)
 
 
 @dataclass
@@ -446,7 +440,7 @@ class DeviceWindows:
                 # Whatever the watermark has passed is final (released below).
                 base, seen_at = stream.base, stream.seen_at
                 if base is not None and seen_at is not None:
-                    watermark = base + (now - seen_at if now > seen_at else _ZERO)
+                    watermark = _watermark(base, seen_at, now)
                     upto = stream.released_upto
                     if upto is None or watermark > upto:
                         stream.released_upto = watermark
@@ -537,7 +531,7 @@ class DeviceWindows:
             pending, base, seen_at = stream.pending, stream.base, stream.seen_at
             if not pending or base is None or seen_at is None:
                 continue
-            watermark = base + (now - seen_at if now > seen_at else _ZERO)
+            watermark = _watermark(base, seen_at, now)
             upto = stream.released_upto
             if upto is None or watermark > upto:
                 stream.released_upto = upto = watermark
