@@ -21,6 +21,11 @@ class Inbound:
     token: AckToken | None
     elsewhere: bool = False
 
+    def stored_elsewhere(self) -> Inbound:
+        """This message as the bulk flow passes it on once the priority lane has it:
+        acknowledged already (no token), not to be stored here."""
+        return Inbound(self.topic, self.payload, self.received_at, None, elsewhere=True)
+
 
 def derived(alerts: DerivedAlerts) -> Envelope:
     """An envelope for alert changes that no inbound message carries (nothing to acknowledge)."""

@@ -74,27 +74,22 @@ def command_publisher(s: Settings) -> Callable[[], CommandPublisher]:
     return commands
 
 
-def start_priority_lane(s: Settings) -> PriorityLane | None:
-    """Start the priority lane's process (None without priority topics); stopped at exit."""
-    if not s.mqtt.priority_topics:
-        return None
-    lane = PriorityLane(
-        handoff_for(s.mqtt.client_id), [sys.executable, "-m", "flows.priority"]
-    ).start()
-    atexit.register(lane.close)
-    return lane
+def start_priority_lane(s: Settings) -> None:
+    """Start the priority lane's process (none without priority topics); stopped at exit."""
+    if s.mqtt.priority_topics:
+        lane = PriorityLane(handoff_for(s.mqtt.client_id), [sys.executable, "-m", "flows.priority"])
+        atexit.register(lane.start().close)
 
 
-def build_flow(settings: Settings | None = None, priority_lane: bool = True) -> Dataflow:
-    """Wire the ingest steps. Starts the metrics endpoint once per process and, unless
-    ``priority_lane`` is False, the priority lane's process."""
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    """Wire the ingest steps. Starts the metrics endpoint once per process and the priority
+    lane's process."""
     s = settings or load_settings()
     logs.configure(s.log_level)
     sys.setswitchinterval(s.ingest.switch_interval_ms / 1000)
     start_metrics(s.ingest.metrics_port)
     source = MqttSource(source_config(s))
-    if priority_lane:
-        start_priority_lane(s)
+    start_priority_lane(s)
     registry = RegistryCache(s.database.url, s.ingest.registry_refresh_s)
     enrich_step = EnrichStep(registry, SeverityConfig().build())
     hysteresis = FenceHysteresis(

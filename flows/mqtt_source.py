@@ -212,7 +212,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
                 if verdict == "paired":  # the priority lane has this message: it stores it
                     done.append(token)
                     metrics.MQTT_HANDED_OFF.inc()
-                    inbound = Inbound(topic, msg.payload, at, None, elsewhere=True)
+                    inbound = inbound.stored_elsewhere()
                 elif verdict == "held":
                     continue
             self._queue.append(inbound)
@@ -232,9 +232,7 @@ class _MqttPartition(StatefulSourcePartition[Inbound, None]):
             if paired:
                 commit(p.token for p in paired)
                 metrics.MQTT_HANDED_OFF.inc(len(paired))
-                queue.extend(
-                    Inbound(p.topic, p.payload, p.received_at, None, elsewhere=True) for p in paired
-                )
+                queue.extend(p.stored_elsewhere() for p in paired)
         self._send_acks()
         metrics.MQTT_IN_FLIGHT.labels(self._part).set(self._ledger.in_flight)
         batch: list[Inbound] = []
