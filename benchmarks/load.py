@@ -19,15 +19,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flows.mqtt_codec import (
-    CONNACK,
     DISCONNECT_PACKET,
     PUBACK,
-    PacketReader,
     ProtocolError,
     encode_connect,
     encode_publish,
-    parse_connack,
 )
+from flows.mqtt_consumer import open_session
 
 Message = tuple[str, bytes]
 """(topic, payload)."""
@@ -40,11 +38,8 @@ class LeanPublisher:
         if not 0 < window < 65535:
             raise ValueError("window must be between 1 and 65534")
         self._window = window
-        self._sock = socket.create_connection((host, port), timeout=10)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.sendall(encode_connect(client_id, clean_session=True, keepalive_s=0))
-        self._reader = PacketReader()
-        self._connack()
+        connect = encode_connect(client_id, clean_session=True, keepalive_s=0)
+        self._sock, self._reader, _session, _rest = open_session(host, port, connect)
         self._sock.settimeout(None)
         self._mid = 0
         self._lock = threading.Lock()
@@ -52,18 +47,6 @@ class LeanPublisher:
         self.acked = 0
         self._thread = threading.Thread(target=self._read, name="lean-publisher", daemon=True)
         self._thread.start()
-
-    def _connack(self) -> None:
-        while True:
-            data = self._sock.recv(4096)
-            if not data:
-                raise ConnectionError("broker closed the connection before CONNACK")
-            for packet in self._reader.feed(data):
-                if packet.type == CONNACK:
-                    _present, code = parse_connack(packet.body)
-                    if code:
-                        raise ConnectionError(f"broker refused the connection ({code})")
-                    return
 
     def _read(self) -> None:
         try:

@@ -71,6 +71,38 @@ class ConnectionRefused(Exception):
     """The broker answered CONNACK with a non-zero return code."""
 
 
+def open_session(
+    host: str, port: int, connect: bytes
+) -> tuple[socket.socket, PacketReader, bool, list[Packet]]:
+    """Connect to the broker, send ``connect`` (a CONNECT packet) and wait for CONNACK.
+
+    Returns the socket (blocking, 10 s timeout), its packet reader, whether the broker had a
+    session, and the packets that followed CONNACK in the same read. Raises
+    :class:`ConnectionRefused`, :class:`ProtocolError` or ``OSError``; the socket is closed
+    then."""
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(connect)
+        reader = PacketReader()
+        packets: list[Packet] = []
+        while not packets:
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionError("broker closed the connection before CONNACK")
+            packets = reader.feed(data)
+        first = packets[0]
+        if first.type != CONNACK:
+            raise ProtocolError(f"expected CONNACK, got packet type {first.type}")
+        session_present, rc = parse_connack(first.body)
+        if rc:
+            raise ConnectionRefused(CONNACK_REASONS.get(rc, f"return code {rc}"))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, reader, session_present, packets[1:]
+
+
 class MqttConsumer:
     """One persistent session. Start with :meth:`start`, stop with :meth:`close`."""
 
@@ -156,23 +188,9 @@ class MqttConsumer:
 
     def _connect(self) -> tuple[socket.socket, PacketReader]:
         c = self._config
-        sock = socket.create_connection((c.host, c.port), timeout=10)
+        connect = encode_connect(c.client_id, False, c.keepalive_s, c.username, c.password)
+        sock, reader, session_present, packets = open_session(c.host, c.port, connect)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(encode_connect(c.client_id, False, c.keepalive_s, c.username, c.password))
-            reader = PacketReader()
-            packets: list[Packet] = []
-            while not packets:
-                data = sock.recv(READ_SIZE)
-                if not data:
-                    raise ConnectionError("broker closed the connection before CONNACK")
-                packets = reader.feed(data)
-            first = packets[0]
-            if first.type != CONNACK:
-                raise ProtocolError(f"expected CONNACK, got packet type {first.type}")
-            session_present, rc = parse_connack(first.body)
-            if rc:
-                raise ConnectionRefused(CONNACK_REASONS.get(rc, f"return code {rc}"))
             sock.sendall(encode_subscribe(1, [(f, 1) for f in c.filters]))
         except BaseException:
             sock.close()
@@ -183,7 +201,7 @@ class MqttConsumer:
             self._last_sent = time.monotonic()
         self._on_connect(session_present)
         # Whatever followed CONNACK in the same read (a resumed session delivers at once).
-        self._dispatch(packets[1:])
+        self._dispatch(packets)
         return sock, reader
 
     def _read(self, sock: socket.socket, reader: PacketReader) -> None:
