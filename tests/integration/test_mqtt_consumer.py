@@ -182,14 +182,16 @@ class Bench:
         self.publishers.append(publisher)
         return publisher
 
-    def wait_subscribed(self, recorder: Recorder, publisher: Publisher) -> None:
-        """Publish probes until one arrives: the consumer's SUBSCRIBE has been processed."""
+    def subscribed_publisher(self, recorder: Recorder) -> Publisher:
+        """A publisher, once its probes reach ``recorder``: the consumer's SUBSCRIBE has been
+        processed."""
+        publisher = self.publisher()
         seen = recorder.probes
         for _ in range(int(WAIT_S / 0.1)):
             publisher.publish("probe/x", b"probe")
             with recorder.cond:
                 if recorder.cond.wait_for(lambda: recorder.probes > seen, 0.1):
-                    return
+                    return publisher
         raise AssertionError("the consumer's subscription never became active")
 
     def close(self) -> None:
@@ -220,8 +222,7 @@ def test_qos1_messages_arrive_in_order_with_topic_payload_qos_and_mid(bench: Ben
     count = 2000
     recorder = Recorder(ack_data=True)
     bench.consumer(client_id(), recorder)
-    publisher = bench.publisher()
-    bench.wait_subscribed(recorder, publisher)
+    publisher = bench.subscribed_publisher(recorder)
     sent = [(f"data/{i % 7}/telemetry", payload(i)) for i in range(count)]
     assert max(len(body) for _, body in sent) > BIG
 
@@ -250,8 +251,7 @@ def test_unacknowledged_messages_are_redelivered_to_the_next_connection(
     cid = client_id()
     first = Recorder(ack_data=False)
     consumer = bench.consumer(cid, first)
-    publisher = bench.publisher()
-    bench.wait_subscribed(first, publisher)
+    publisher = bench.subscribed_publisher(first)
     bodies = [payload(i, 100) for i in range(10)]
     publisher.publish_all([(f"data/{i}", body) for i, body in enumerate(bodies)])
     first.wait_for(lambda: len(first.messages) == 10, "10 messages")
@@ -290,8 +290,7 @@ def test_consumer_reconnects_after_a_broker_restart_and_gets_what_was_published_
 ) -> None:
     recorder = Recorder(ack_data=True)
     bench.consumer(client_id(), recorder, backoff=(0.05, 0.2))
-    publisher = bench.publisher()
-    bench.wait_subscribed(recorder, publisher)
+    publisher = bench.subscribed_publisher(recorder)
     before = [(f"data/before/{i}", payload(i, 200)) for i in range(20)]
     publisher.publish_all(before)
     recorder.wait_for(lambda: len(recorder.messages) >= 20, "messages before the restart")
@@ -330,8 +329,7 @@ def test_messages_published_while_the_consumer_is_offline_are_delivered_when_it_
     cid = client_id()
     first = Recorder(ack_data=True)
     consumer = bench.consumer(cid, first)
-    publisher = bench.publisher()
-    bench.wait_subscribed(first, publisher)
+    publisher = bench.subscribed_publisher(first)
     consumer.close()
     assert first.connects() == [False]
 
@@ -352,8 +350,7 @@ def test_keepalive_keeps_an_idle_connection_open(bench: Bench) -> None:
     ping. (Keepalive 2 s, not 1 s: with 1 s the broker's rounding leaves too little margin.)"""
     recorder = Recorder(ack_data=True)
     bench.consumer(client_id(), recorder, keepalive_s=2)
-    publisher = bench.publisher()
-    bench.wait_subscribed(recorder, publisher)
+    publisher = bench.subscribed_publisher(recorder)
     with recorder.cond:
         assert not recorder.cond.wait_for(lambda: len(recorder.events) > 1, 5.0), recorder.events
     publisher.publish_all([("data/idle", b"still there")])
@@ -364,8 +361,7 @@ def test_keepalive_keeps_an_idle_connection_open(bench: Bench) -> None:
 def test_a_broker_that_stops_answering_is_dropped_and_reconnected(bench: Bench) -> None:
     recorder = Recorder(ack_data=True)
     bench.consumer(client_id(), recorder, backoff=(0.05, 0.2), keepalive_s=2)
-    publisher = bench.publisher()
-    bench.wait_subscribed(recorder, publisher)
+    publisher = bench.subscribed_publisher(recorder)
     assert bench.broker.proc is not None
     bench.broker.proc.send_signal(signal.SIGSTOP)  # the socket stays open, nothing answers
     try:
@@ -397,8 +393,7 @@ def test_a_failing_handler_drops_the_connection_and_the_messages_come_back(bench
     """The reader never dies silently: it reconnects, and nothing unacknowledged is lost."""
     recorder = FailsOnce()
     bench.consumer(client_id(), recorder, backoff=(0.2, 0.5))
-    publisher = bench.publisher()
-    bench.wait_subscribed(recorder, publisher)
+    publisher = bench.subscribed_publisher(recorder)
     sent = [(f"data/fail/{i}", payload(i, 50)) for i in range(20)]
     publisher.publish_all(sent)
     recorder.wait_for(lambda: len(recorder.messages) >= len(sent), "the redelivered messages")
